@@ -1,0 +1,1 @@
+"""The declarative menu engine and the menu definitions it loads."""

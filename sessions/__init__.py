@@ -1,0 +1,1 @@
+"""Session state: one store protocol, an in-memory store and a Redis store."""

@@ -1,0 +1,1 @@
+"""The SMPP channel (see the SMPP issue); empty until then."""
