@@ -43,6 +43,10 @@ class Hop:
     answered from the stored reply (Africa's Talking: the whole `text`; JSON: `seq`)."""
     language: str | None = None
     """A language the channel asks for (the simulator's `--lang`); remembered."""
+    history: str | None = None
+    """Gateways that send the whole `*`-joined input history every hop (Africa's
+    Talking `text`) put it here instead of `inputs`; the dispatcher takes what is new
+    from it relative to what the session has already seen."""
 
 
 @dataclass(frozen=True, slots=True)

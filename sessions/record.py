@@ -1,0 +1,90 @@
+"""What the server remembers about one dialogue between two hops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """One subscriber's current (or last) dialogue.
+
+    The record is keyed by subscriber, not by gateway session id: a phone holds one USSD
+    dialogue at a time, so a new session id for the same subscriber means the previous
+    dialogue was dropped (and may be resumed) or ended.
+    """
+
+    session_id: str
+    msisdn: str
+    service_code: str
+    menu: str
+    screen: str
+    lang: str
+    stack: list[tuple[str, str]] = field(default_factory=list)
+    """Screens shown before this one (menu, screen), for `0` back."""
+    page: int = 0
+    """Which page of the current screen is shown (`98` moves on)."""
+    vars: dict[str, Any] = field(default_factory=dict)
+    """What actions and inputs produced, for templates and conditions."""
+    seq: int = 0
+    """Hops taken in this dialogue; with the session id it makes idempotency keys."""
+    history: str = ""
+    """The gateway's cumulative input history (Africa's Talking `text`) seen so far."""
+    error: str = ""
+    """A validation message to show above the current screen once."""
+    started: float = 0.0
+    updated: float = 0.0
+    ended: bool = False
+    resume_of: dict[str, Any] | None = None
+    """While the "1 Continue / 2 Start over" prompt is shown: the dropped dialogue."""
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "sid": self.session_id,
+                "m": self.msisdn,
+                "code": self.service_code,
+                "menu": self.menu,
+                "screen": self.screen,
+                "lang": self.lang,
+                "stack": self.stack,
+                "page": self.page,
+                "vars": self.vars,
+                "seq": self.seq,
+                "hist": self.history,
+                "err": self.error,
+                "t0": self.started,
+                "t": self.updated,
+                "end": self.ended,
+                "resume": self.resume_of,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> "SessionRecord":
+        data = orjson.loads(raw)
+        return cls(
+            session_id=data["sid"],
+            msisdn=data["m"],
+            service_code=data["code"],
+            menu=data["menu"],
+            screen=data["screen"],
+            lang=data["lang"],
+            stack=[(m, s) for m, s in data["stack"]],
+            page=data["page"],
+            vars=data["vars"],
+            seq=data["seq"],
+            history=data["hist"],
+            error=data["err"],
+            started=data["t0"],
+            updated=data["t"],
+            ended=data["end"],
+            resume_of=data["resume"],
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The parts of the dialogue a resume restores."""
+        return {"menu": self.menu, "screen": self.screen, "stack": self.stack, "page": self.page, "vars": self.vars}

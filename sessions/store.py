@@ -1,0 +1,79 @@
+"""The session store protocol: one read and one write per hop.
+
+A hop is `begin_hop` (one round trip: replay check, per-subscriber lock, load) then
+`commit_hop` (one round trip: save, expire, unlock). Both stores, in memory and Redis,
+keep the same guarantees: two hops of one subscriber's dialogue never run at once, and
+a repeated hop (same session id, same hop key) is answered from the saved reply.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+class LoadStatus(enum.Enum):
+    OK = "ok"
+    """The lock is ours; `record` is the subscriber's last dialogue, if any."""
+    REPLAY = "replay"
+    """This hop was already answered: send `reply` again, change nothing."""
+    LOCKED = "locked"
+    """Another hop of this subscriber is running; try again shortly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    status: LoadStatus
+    record: bytes | None = None
+    reply: bytes | None = None
+    lang: str | None = None
+    """The subscriber's remembered language, when asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSms:
+    """An SMS for the SMS channel to send (purchase confirmations, keyword replies)."""
+
+    to: str
+    sender: str
+    text: str
+    dedupe_key: str
+    """The same key is queued once, so a retried hop never sends twice."""
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """**Protocol:** where dialogues, locks, pending confirmations and outbound SMS live."""
+
+    async def begin_hop(self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool) -> Loaded:
+        """Replay check, lock and load in one step. `hop_key` "" disables the replay check."""
+
+    async def commit_hop(
+        self, msisdn: str, token: str, *, session_id: str, hop_key: str, reply: bytes, record: bytes, ttl_s: int, lang: str | None
+    ) -> bool:
+        """Save the record and the reply and release the lock; False if the lock was lost."""
+
+    async def release(self, msisdn: str, token: str) -> None:
+        """Release the lock without saving (the hop failed)."""
+
+    async def set_pending(self, msisdn: str, kind: str, ttl_s: int) -> None:
+        """Remember a pending confirmation (KNDL `DK` waiting for `XN`)."""
+
+    async def get_pending(self, msisdn: str) -> str | None:
+        """The pending confirmation's kind, if one is still within its window."""
+
+    async def take_pending(self, msisdn: str, kind: str) -> bool:
+        """Atomically consume the pending confirmation if it is of `kind`."""
+
+    async def enqueue_sms(self, sms: OutboundSms) -> bool:
+        """Queue an SMS once per dedupe key; False if that key was already queued."""
+
+    async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
+        """The queued SMS, oldest first, without removing them."""
+
+    async def ping(self) -> bool:
+        """True when the store answers (for `/readyz`)."""
+
+    async def close(self) -> None:
+        """Release connections."""

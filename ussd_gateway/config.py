@@ -1,0 +1,178 @@
+"""Configuration: embedded defaults, then `config.toml`, then environment variables
+(`USSD_<SECTION>_<KEY>`, e.g. `USSD_SESSIONS_REDIS_URL`), then command-line flags.
+
+The defaults run the whole product on one machine with nothing else installed:
+in-memory sessions, the demo subscriber backend, HTTP on 127.0.0.1:8080.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8192
+    """Gateways send a few hundred bytes; anything bigger is refused with 413."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    redis_url: str = ""
+    """Empty: sessions in memory (one process). `redis://`, `rediss://`, `unix://`."""
+    ttl_s: int = 300
+    """A dialogue is kept this long after its last hop (at least `resume_window_s`)."""
+    resume_window_s: int = 120
+    """A dialogue dropped without an END and redialled within this is offered back."""
+    hop_deadline_ms: int = 800
+    """Every hop is answered within this, the busy END included."""
+    lock_ttl_ms: int = 5000
+    """A crashed process's lock frees itself after this."""
+    redis_timeout_ms: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenSettings:
+    gsm7_limit: int = 182
+    ucs2_limit: int = 80
+    default_language: str = "vi"
+
+
+@dataclass(frozen=True, slots=True)
+class MenuSettings:
+    directory: str = ""
+    """Empty: the definitions shipped in `menus/definitions`."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    kind: str = "demo"
+    """`demo` (seeded from `demo_data`, kept in Redis when sessions are) or `http`."""
+    demo_data: str = ""
+    """Empty: the packaged `ussd_gateway/backend/demo_data.toml`."""
+    http_url: str = ""
+    http_timeout_ms: int = 600
+    http_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettingsConfig:
+    kndl_confirm_s: int = 600
+    kndl_short_code: str = "9237"
+    package_short_code: str = "999"
+    sms_sender: str = "MobiFone"
+    hotline: str = "9090"
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "auto"
+    """auto (JSON unless on a terminal), json or console."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
+    menus: MenuSettings = field(default_factory=MenuSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    services: ServiceSettingsConfig = field(default_factory=ServiceSettingsConfig)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def replace(self, section: str, **changes: Any) -> "Settings":
+        """A copy with some keys of one section changed."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is expected."""
+
+
+def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
+    where = f"[{section}] {key}"
+    if isinstance(expected, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if isinstance(expected, int):
+        try:
+            if isinstance(value, bool) or (isinstance(value, float)):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> Settings:
+    for section, values in data.items():
+        if not hasattr(settings, section) or not isinstance(values, Mapping):
+            known = ", ".join(f.name for f in dataclasses.fields(Settings))
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: {known})")
+        current = getattr(settings, section)
+        changes = {}
+        for key, value in values.items():
+            if not hasattr(current, key):
+                known = ", ".join(f.name for f in dataclasses.fields(current))
+                raise ConfigError(f"{origin}: unknown key {key!r} in [{section}] (known: {known})")
+            changes[key] = _coerce(section, key, value, getattr(current, key))
+        settings = settings.replace(section, **changes)
+    return settings
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for section in dataclasses.fields(Settings):
+        for key in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
+            name = f"USSD_{section.name}_{key.name}".upper()
+            if name in environ:
+                found.setdefault(section.name, {})[key.name] = environ[name]
+    return found
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the file (if given, or `./config.toml` if present), then the
+    environment. Raises ConfigError on unknown keys or wrong types."""
+    settings = Settings()
+    if path is None and Path("config.toml").exists():
+        path = Path("config.toml")
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        settings = _apply(settings, data, str(path))
+    settings = _apply(settings, _from_environment(os.environ if environ is None else environ), "environment")
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    s = settings.sessions
+    if s.ttl_s < s.resume_window_s:
+        raise ConfigError(f"[sessions] ttl_s ({s.ttl_s}) must be at least resume_window_s ({s.resume_window_s})")
+    if settings.backend.kind not in ("demo", "http"):
+        raise ConfigError(f"[backend] kind must be 'demo' or 'http', got {settings.backend.kind!r}")
+    if settings.backend.kind == "http" and not settings.backend.http_url:
+        raise ConfigError("[backend] kind = 'http' needs http_url (the billing API's base URL)")
+    if settings.screen.default_language not in ("vi", "vi_dau", "en"):
+        raise ConfigError(f"[screen] default_language must be vi, vi_dau or en, got {settings.screen.default_language!r}")

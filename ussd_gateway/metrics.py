@@ -1,0 +1,59 @@
+"""Prometheus metrics. Labels are channels and outcomes only: never a phone number."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own (one per app, so tests and
+    several apps in one process never collide)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.hops = Counter(
+            "ussd_hops", "Hops answered, by channel and outcome.", ["channel", "outcome"], registry=self.registry
+        )
+        self.hop_seconds = Histogram(
+            "ussd_hop_seconds", "Time to answer a hop.", ["channel"], buckets=HOP_BUCKETS, registry=self.registry
+        )
+        self.sessions_started = Counter(
+            "ussd_sessions_started", "Dialogues started.", ["channel"], registry=self.registry
+        )
+        self.sessions_ended = Counter(
+            "ussd_sessions_ended", "Dialogues ended by an END screen or a release.", ["channel", "how"], registry=self.registry
+        )
+        self.sessions_timed_out = Counter(
+            "ussd_sessions_timed_out",
+            "Dialogues dropped without an END (found when the subscriber dials again, or a hop arrives for an expired one).",
+            ["channel"],
+            registry=self.registry,
+        )
+        self._hop_children: dict[tuple[str, str], Counter] = {}
+        self._seconds_children: dict[str, Histogram] = {}
+
+    def observe_hop(self, channel: str, outcome: str, seconds: float) -> None:
+        """Count one hop; label children are cached (the labels() lookup is not free)."""
+        key = (channel, outcome)
+        child = self._hop_children.get(key)
+        if child is None:
+            child = self._hop_children[key] = self.hops.labels(channel, outcome)
+        child.inc()
+        timer = self._seconds_children.get(channel)
+        if timer is None:
+            timer = self._seconds_children[channel] = self.hop_seconds.labels(channel)
+        timer.observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The text format; merges every worker's numbers when running `--workers N`."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged, path=directory)
+            return generate_latest(merged)
+        return generate_latest(self.registry)

@@ -1,0 +1,63 @@
+"""The HTTP server: an aiohttp app factory used by the CLI and the tests alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .config import Settings
+from .dialects import africastalking, json_api
+from .errors import BadRequest
+from .wiring import Gateway, build_gateway
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
+    async def handle(request: web.Request) -> web.Response:
+        gateway = request.app[GATEWAY]
+        try:
+            hop = await dialect.parse(request)
+        except BadRequest as error:
+            return dialect.render_error(error)
+        return dialect.render(await gateway.dispatcher.handle(hop))
+
+    return handle
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The session store answers; 503 otherwise (take this instance out of rotation)."""
+    if await request.app[GATEWAY].store.ping():
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "store unreachable"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
+    """The gateway's web application. Menus compile here (a bad definition stops the
+    start with every problem listed); connections open lazily and close on cleanup."""
+    built = gateway or build_gateway(settings)
+    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app[GATEWAY] = built
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[GATEWAY].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/ussd/africastalking", _dialect_handler(africastalking))
+    app.router.add_post("/ussd", _dialect_handler(json_api))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
