@@ -34,3 +34,39 @@ def own_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may stop and restart."""
     with RedisServer() as server:
         yield server
+
+
+# ---- a running gateway, over every dialect and store ---------------------------------------
+from helpers import Phone, make_settings  # noqa: E402
+
+from ussd_gateway.server import create_app  # noqa: E402
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(params=["africastalking", "json"])
+def dialect(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def gateway_client(store_kind: str, redis_server: RedisServer, aiohttp_client):  # type: ignore[no-untyped-def]
+    """An aiohttp test client on a real gateway (real TCP port), with the memory store
+    or a freshly flushed real Redis."""
+    url = ""
+    if store_kind == "redis":
+        redis_server.start()
+        client = aioredis.Redis.from_url(redis_server.url)
+        await client.flushdb()
+        await client.aclose()
+        url = redis_server.url
+    return await aiohttp_client(create_app(make_settings(url)))
+
+
+@pytest.fixture
+def phone(gateway_client, dialect: str) -> Phone:  # type: ignore[no-untyped-def]
+    """The demo subscriber 84901234567's handset on that gateway."""
+    return Phone(gateway_client, dialect)

@@ -1,0 +1,220 @@
+"""The `ussd-gateway` command: serve, menus check, sim, feedback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(getattr(args, "config", None))
+    if getattr(args, "host", None):
+        settings = settings.replace("http", host=args.host)
+    if getattr(args, "port", None) is not None:
+        settings = settings.replace("http", port=args.port)
+    if getattr(args, "redis_url", None):
+        settings = settings.replace("sessions", redis_url=args.redis_url)
+    return settings
+
+
+# ---- serve --------------------------------------------------------------------------------
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_worker(settings: Settings, reuse_port: bool) -> None:
+    """One serving process: compile menus, open the port, serve until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from menus.compiler import MenuError
+
+    from .logs import configure_logging
+    from .server import create_app
+
+    configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
+    _install_uvloop()
+    try:
+        app = create_app(settings)
+    except MenuError as error:
+        print("The menu definitions do not compile:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    store = f"redis {settings.sessions.redis_url}" if settings.sessions.redis_url else "memory"
+    print(
+        f"ussd-gateway pid {os.getpid()} listening on http://{settings.http.host}:{settings.http.port} "
+        f"(sessions: {store}, backend: {settings.backend.kind})",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        reuse_port=reuse_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    workers = args.workers
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers == 1:
+        run_worker(settings, reuse_port=False)
+        return 0
+    if not settings.sessions.redis_url:
+        raise ConfigError(
+            f"--workers {workers} needs a shared session store: pass --redis-url (the memory store lives in one process)"
+        )
+    import multiprocessing
+
+    # Every worker writes its metrics to files here; /metrics on any worker merges them.
+    metrics_dir = tempfile.TemporaryDirectory(prefix="ussd-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=run_worker, args=(settings, True), name=f"worker-{n}") for n in range(workers)]
+    for process in processes:
+        process.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    for process in processes:
+        process.join()
+        code = code or (process.exitcode or 0)
+    metrics_dir.cleanup()
+    return code
+
+
+# ---- menus check --------------------------------------------------------------------------
+def menus_check(args: argparse.Namespace) -> int:
+    from menus.check import check_screen_budget
+    from menus.compiler import MenuError, load_menus
+    from menus.text import ScreenBudget
+
+    settings = _settings(args)
+    directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
+    try:
+        menus = load_menus(directory)
+    except MenuError as error:
+        for problem in error.problems:
+            print(problem)
+        print(f"{len(error.problems)} problem(s); the server would refuse to start.", file=sys.stderr)
+        return 1
+    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
+    demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
+    problems = check_screen_budget(menus, budget, demo)
+    for problem in problems:
+        print(problem)
+    screens = sum(len(m.screens) for m in menus.menus.values())
+    if problems:
+        print(f"{len(problems)} problem(s) in {screens} screens.", file=sys.stderr)
+        return 1
+    print(f"OK: {len(menus.menus)} menus, {screens} screens, 3 languages, services {', '.join(sorted(menus.services))}.")
+    return 0
+
+
+# ---- feedback -----------------------------------------------------------------------------
+def feedback_list(args: argparse.Namespace) -> int:
+    from .backend import build_backend
+
+    settings = _settings(args)
+    if not settings.sessions.redis_url:
+        print(
+            "Feedback is kept by the running server's backend; with the memory store it lives in that process only. "
+            "Pass --redis-url (or set [sessions] redis_url) to read it from Redis.",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def fetch() -> int:
+        import json
+
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        backend = build_backend("demo", redis_client=client)
+        try:
+            for item in await backend.list_feedback(args.limit):
+                print(json.dumps({"at": item.at, "msisdn": item.msisdn, "topic": item.topic, "message": item.message}, ensure_ascii=False))
+        finally:
+            await backend.close()
+            await client.aclose()
+        return 0
+
+    return asyncio.run(fetch())
+
+
+# ---- entry point --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ussd-gateway", description="USSD and short-code self-service server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the server")
+    p.add_argument("--config", help="a config.toml (default: ./config.toml if present, else embedded defaults)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--redis-url", help="keep sessions and demo data in Redis (redis://, rediss://, unix://)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs --redis-url when > 1)")
+    p.set_defaults(func=serve)
+
+    menus = commands.add_parser("menus", help="menu definitions").add_subparsers(dest="menus_command", required=True)
+    c = menus.add_parser("check", help="validate every menu definition")
+    c.add_argument("--config")
+    c.add_argument("--dir", help="a folder of definitions (default: the configured or packaged one)")
+    c.set_defaults(func=menus_check)
+
+    s = commands.add_parser("sim", help="an interactive phone in the terminal")
+    s.add_argument("code", nargs="?", default="*090#", help="the USSD code to dial (default *090#)")
+    s.add_argument("--url", default="http://127.0.0.1:8080", help="the server (default the local one)")
+    s.add_argument("--msisdn", default="84901234567", help="the subscriber (default the demo's 84901234567)")
+    s.add_argument("--lang", choices=("vi", "vi_dau", "en"), help="the handset language")
+    s.set_defaults(func=_sim)
+
+    f = commands.add_parser("feedback", help="subscribers' feedback").add_subparsers(dest="feedback_command", required=True)
+    fl = f.add_parser("list", help="print the latest feedback, newest first, one JSON object a line")
+    fl.add_argument("--config")
+    fl.add_argument("--redis-url")
+    fl.add_argument("--limit", type=int, default=100)
+    fl.set_defaults(func=feedback_list)
+    return parser
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from .sim import run_sim
+
+    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

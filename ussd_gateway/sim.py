@@ -1,0 +1,83 @@
+"""`ussd-gateway sim`: a phone in the terminal, dialling a running server.
+
+It speaks the server's JSON dialect (with `seq`, so it is retry-safe like a real
+gateway), shows each screen in a phone-sized frame, reads the subscriber's answer, and
+exits at END. Ctrl-D or Ctrl-C releases the dialogue (an `abort`), as hanging up does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+WIDTH = 30
+
+
+def frame(text: str, *, end: bool) -> str:
+    """A phone screen: the text wrapped to the width of a small display."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        lines += textwrap.wrap(line, WIDTH) or [""]
+    top = "+" + "-" * (WIDTH + 2) + "+"
+    body = [f"| {line.ljust(WIDTH)} |" for line in lines]
+    footer = "[END: the dialogue is over]" if end else "[reply, or Ctrl-D to hang up]"
+    return "\n".join([top, *body, top, footer])
+
+
+class SimError(RuntimeError):
+    pass
+
+
+def post_hop(url: str, body: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url.rstrip("/") + "/ussd",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise SimError(f"server refused the hop ({error.code}): {error.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise SimError(f"cannot reach {url}: {getattr(error, 'reason', error)}. Is `ussd-gateway serve` running?") from None
+
+
+def run_sim(
+    *,
+    url: str,
+    msisdn: str,
+    code: str,
+    lang: str | None = None,
+    read: Callable[[str], str] = input,
+    out: TextIO = sys.stdout,
+) -> int:
+    session_id = "sim-" + uuid.uuid4().hex[:12]
+    base = {"session_id": session_id, "msisdn": msisdn, "service_code": code}
+    if lang:
+        base["language"] = lang
+    seq = 0
+    try:
+        reply = post_hop(url, {**base, "event": "begin", "seq": seq})
+        while True:
+            print(frame(reply["text"], end=reply["end"]), file=out, flush=True)
+            if reply["end"]:
+                return 0
+            try:
+                answer = read("> ")
+            except (EOFError, KeyboardInterrupt):
+                post_hop(url, {**base, "event": "abort", "seq": seq + 1})
+                print("\n(hung up)", file=out)
+                return 0
+            seq += 1
+            reply = post_hop(url, {**base, "event": "continue", "input": answer, "seq": seq})
+    except SimError as error:
+        print(f"sim: {error}", file=sys.stderr)
+        return 1
