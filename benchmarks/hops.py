@@ -1,0 +1,320 @@
+"""Hops per second through the real server: Redis store, Africa's Talking dialect.
+
+Starts its own `redis-server` and `ussd-gateway serve --workers N` on free loopback
+ports, then runs `--concurrency` virtual subscribers for `--seconds` (after one warm-up
+second that is not counted). Each virtual subscriber holds one keep-alive HTTP/1.1
+connection and walks 4-hop dialogues back to back:
+
+    ""       -> main menu            ("MobiFone *090#")
+    "2"      -> buy a package        ("Mua goi cuoc")
+    "2*1"    -> the data packages    ("Goi Data:")
+    "2*1*1"  -> package detail       ("Dang ky?", the purchase confirmation)
+
+Every reply must be HTTP 200, start with "CON " and hold the expected screen text;
+anything else counts as an error. Latency is per hop request (write to last byte).
+
+Each dialogue dials from a number of its own (8490xxxxxxx, a block of numbers per
+virtual subscriber): a redial of an unfinished dialogue from the same number within
+the resume window would, by design, be offered "1 Continue / 2 Start over" instead of
+the main menu.
+
+The load generator shares the machine with the server, so it is kept lean: raw asyncio
+streams on uvloop, one connection per virtual subscriber, requests built from
+pre-encoded bytes, responses read by Content-Length.
+
+    .venv/bin/python benchmarks/hops.py [--workers N] [--concurrency 50] [--seconds 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ussd_gateway.redis_server import RedisServer, free_port  # noqa: E402
+
+HOST = "127.0.0.1"
+WARMUP_S = 1.0
+
+# (the `text` field, pre-encoded as a gateway sends it; a fragment every reply must hold)
+HOPS: tuple[tuple[bytes, str], ...] = (
+    (b"", "MobiFone *090#"),
+    (b"2", "Mua goi cuoc"),
+    (b"2%2A1", "Goi Data:"),
+    (b"2%2A1%2A1", "Dang ky?"),
+)
+
+_REQUEST_HEAD = (
+    b"POST /ussd/africastalking HTTP/1.1\r\n"
+    b"Host: 127.0.0.1\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: "
+)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the virtual subscribers measured (only hops finishing inside the window)."""
+
+    window_start: float = 0.0
+    window_end: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_errors: list[str] = field(default_factory=list)
+
+    def error(self, now: float, what: str) -> None:
+        if self.window_start <= now <= self.window_end:
+            self.errors += 1
+        if len(self.first_errors) < 5:
+            self.first_errors.append(what)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(status code, body) of one HTTP/1.1 response framed by Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = head[9:12]
+    lowered = head.lower()
+    at = lowered.find(b"\r\ncontent-length:")
+    if at < 0:
+        raise ValueError("response without Content-Length")
+    end = lowered.index(b"\r\n", at + 2)
+    length = int(lowered[at + 17 : end])
+    body = await reader.readexactly(length) if length else b""
+    if b"\r\nconnection: close" in lowered:
+        raise ConnectionResetError("server closed the keep-alive connection")
+    return status, body
+
+
+async def subscriber(number: int, port: int, concurrency: int, tally: Tally) -> None:
+    """One virtual subscriber: a keep-alive connection, 4-hop dialogues until the end."""
+    block = 10**7 // concurrency  # numbers of its own: 8490 + 7 digits
+    session = 0
+    clock = time.perf_counter
+    writer = None
+    try:
+        while clock() < tally.window_end:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(HOST, port)
+            msisdn = b"8490%07d" % (number * block + session % block)
+            prefix = b"sessionId=bench-%d-%d&serviceCode=%%2A090%%23&phoneNumber=%s&text=" % (number, session, msisdn)
+            session += 1
+            for text, expected in HOPS:
+                body = prefix + text
+                request = _REQUEST_HEAD + b"%d\r\n\r\n" % len(body) + body
+                started = clock()
+                try:
+                    writer.write(request)
+                    status, reply = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                    tally.error(clock(), f"{exc.__class__.__name__}: {exc}")
+                    writer.close()
+                    writer = None
+                    break  # a fresh connection and a fresh dialogue
+                done = clock()
+                text_reply = reply.decode("utf-8", "replace")
+                if status != b"200" or not text_reply.startswith("CON ") or expected not in text_reply:
+                    tally.error(done, f"hop {text!r}: HTTP {status.decode()} {text_reply[:80]!r}")
+                    break
+                if tally.window_start <= done <= tally.window_end:
+                    tally.latencies.append(done - started)
+                if done >= tally.window_end:
+                    break
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def drive(port: int, concurrency: int, seconds: float) -> Tally:
+    now = time.perf_counter()
+    tally = Tally(window_start=now + WARMUP_S, window_end=now + WARMUP_S + seconds)
+    await asyncio.gather(*(subscriber(n, port, concurrency, tally) for n in range(concurrency)))
+    return tally
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+# ---- the server under test --------------------------------------------------------------
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def wait_healthy(port: int, server: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}:\n{log_path.read_text()[-2000:]}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the server did not answer /healthz within {timeout_s:.0f} s:\n{log_path.read_text()[-2000:]}")
+
+
+def stop_group(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group (workers included), SIGKILL if it lingers."""
+    if server.poll() is not None:
+        return
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.wait(timeout=10)
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    executable = ROOT / ".venv" / "bin" / "ussd-gateway"
+    if not executable.exists():
+        executable = Path(sys.executable).parent / "ussd-gateway"
+    with RedisServer() as redis, tempfile.TemporaryDirectory(prefix="ussd-bench-") as workdir:
+        port = free_port()
+        log_path = Path(workdir) / "server.log"
+        env = dict(os.environ)
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(
+                [str(executable), "serve", "--host", HOST, "--port", str(port), "--redis-url", redis.url,
+                 "--workers", str(args.workers)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=workdir,  # no stray ./config.toml changes what is measured
+                env=env,
+                start_new_session=True,  # its own process group: one signal reaches every worker
+            )
+        try:
+            wait_healthy(port, server, log_path)
+            pids = _group_pids(server.pid)
+            print(f"server pid {server.pid} (pids {' '.join(map(str, pids))}), port {port}, {redis.url}", file=sys.stderr)
+            try:
+                import uvloop
+            except ImportError:  # pragma: no cover
+                uvloop = None
+            server_cpu_0, client_cpu_0 = _cpu_seconds(pids), time.process_time()
+            redis_cpu_0 = _cpu_seconds([redis._process.pid]) if redis._process else 0.0
+            wall_0 = time.perf_counter()
+            runner = uvloop.run if uvloop is not None else asyncio.run
+            tally = runner(drive(port, args.concurrency, args.seconds))
+            wall = time.perf_counter() - wall_0
+            server_cpu = _cpu_seconds(pids) - server_cpu_0
+            client_cpu = time.process_time() - client_cpu_0
+            redis_cpu = (_cpu_seconds([redis._process.pid]) if redis._process else 0.0) - redis_cpu_0
+            hop_lines = sum(1 for line in log_path.open("rb") if b'"event":"hop"' in line)
+        finally:
+            stop_group(server)
+
+    ordered = sorted(tally.latencies)
+    ms = 1000.0
+    result: dict[str, object] = {
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "hops": len(ordered),
+        "hops_per_s": round(len(ordered) / args.seconds, 1),
+        "p50_ms": round(percentile(ordered, 0.50) * ms, 2),
+        "p90_ms": round(percentile(ordered, 0.90) * ms, 2),
+        "p99_ms": round(percentile(ordered, 0.99) * ms, 2),
+        "max_ms": round(ordered[-1] * ms, 2) if ordered else None,
+        "errors": tally.errors,
+        # CPU share of one core over the whole run (warm-up included): where the time went.
+        "cpu_pct": {
+            "server": round(100 * server_cpu / wall, 1),
+            "redis": round(100 * redis_cpu / wall, 1),
+            "load_generator": round(100 * client_cpu / wall, 1),
+        },
+        "server_log_hop_lines": hop_lines,
+    }
+    if tally.first_errors:
+        result["first_errors"] = tally.first_errors
+    return result
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and Redis."""
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument("--concurrency", type=int, default=50, help="virtual subscribers, one connection each (default 50)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds, after 1 s of warm-up (default 10)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.workers < 1 or args.concurrency < 1 or args.seconds <= 0:
+        parser.error("--workers and --concurrency must be at least 1, --seconds positive")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; server and redis stopped", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result))
+    else:
+        cpu = result["cpu_pct"]
+        print(
+            f"workers {result['workers']}, {result['concurrency']} concurrent subscribers, {result['seconds']} s "
+            f"(+{WARMUP_S:.0f} s warm-up), 4-hop dialogues, Africa's Talking dialect, Redis store\n"
+            f"  hops/s   {result['hops_per_s']:>10,.1f}\n"
+            f"  latency  p50 {result['p50_ms']} ms  p90 {result['p90_ms']} ms  p99 {result['p99_ms']} ms  "
+            f"max {result['max_ms']} ms\n"
+            f"  hops     {result['hops']:,}  errors {result['errors']}\n"
+            f"  cpu      server {cpu['server']}%  redis {cpu['redis']}%  load generator {cpu['load_generator']}% "
+            f"(of one core)"
+        )
+        for line in result.get("first_errors", []):
+            print(f"  error: {line}")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
