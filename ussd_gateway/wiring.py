@@ -95,6 +95,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         demo_data_path=b.demo_data or None,
         http_url=b.http_url or None,
         http_timeout_s=b.http_timeout_ms / 1000,
+        http_token=b.http_token or None,
     )
     service_settings = ServiceSettings(**{k: getattr(settings.services, k) for k in ServiceSettings.__dataclass_fields__})
     runner = ActionRunner(menus, backend, store, service_settings)

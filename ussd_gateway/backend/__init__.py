@@ -65,6 +65,7 @@ def build_backend(
     demo_data_path: str | Path | None = None,
     http_url: str | None = None,
     http_timeout_s: float = 0.8,
+    http_token: str | None = None,
 ) -> SubscriberBackend:
     """The backend configuration asks for.
 
@@ -79,7 +80,7 @@ def build_backend(
     if kind == "http":
         if not http_url:
             raise ValueError("backend kind 'http' needs the billing API's URL (http_url)")
-        return HttpBackend(http_url, timeout_s=http_timeout_s)
+        return HttpBackend(http_url, timeout_s=http_timeout_s, token=http_token or None)
     if kind not in BACKEND_KINDS:
         raise ValueError(f"unknown backend kind {kind!r}; choose one of {', '.join(BACKEND_KINDS)}")
     data = load_demo_data(demo_data_path)
