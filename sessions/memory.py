@@ -23,8 +23,13 @@ class _Saved:
     expires: float
 
 
+SWEEP_EVERY = 4096
+"""Commits between two sweeps of expired dialogues (amortised O(1) per hop)."""
+
+
 class MemoryStore:
-    """Dialogues in a dict, expired lazily on read (and swept as they are touched)."""
+    """Dialogues in a dict, expired lazily on read and swept every `SWEEP_EVERY`
+    commits, so a long load run with many subscribers does not grow without bound."""
 
     def __init__(self, *, lock_ttl_s: float = 5.0, clock=time.monotonic) -> None:
         self._clock = clock
@@ -35,6 +40,7 @@ class MemoryStore:
         self._pending: dict[str, tuple[str, float]] = {}
         self._sms: deque[OutboundSms] = deque(maxlen=100_000)
         self._sms_keys: dict[str, float] = {}
+        self._commits = 0
 
     def _live(self, msisdn: str) -> _Saved | None:
         saved = self._sessions.get(msisdn)
@@ -68,7 +74,25 @@ class MemoryStore:
         self._sessions[msisdn] = _Saved(session_id, hop_key, reply, record, self._clock() + ttl_s)
         if lang:
             self._langs[msisdn] = lang
+        self._commits += 1
+        if self._commits % SWEEP_EVERY == 0:
+            self._sweep()
         return True
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for key in [k for k, saved in self._sessions.items() if saved.expires <= now]:
+            del self._sessions[key]
+        for key in [k for k, (_token, until) in self._locks.items() if until <= now]:
+            del self._locks[key]
+        for key in [k for k, (_kind, until) in self._pending.items() if until <= now]:
+            del self._pending[key]
+        for key in [k for k, until in self._sms_keys.items() if until <= now]:
+            del self._sms_keys[key]
+
+    def __len__(self) -> int:
+        """Dialogues held (expired ones included until swept)."""
+        return len(self._sessions)
 
     async def release(self, msisdn: str, token: str) -> None:
         held = self._locks.get(msisdn)
