@@ -162,6 +162,7 @@ class Engine:
         trigger, kwargs = self._trigger_for(screen, record, value)
         if trigger is None:
             record.error = self.system_text("invalid_option", record.lang)
+            record.page = 0  # the error heads page 1: staying on page N showed a shifted page without it
             return
         cursor = _Cursor(screen.name, record.vars)
         machine = self.menus.menus[screen.menu].machine
@@ -170,6 +171,7 @@ class Engine:
         if not moved:
             failed = cursor.failed
             record.error = failed.error.render(record.vars, record.lang) if failed else self.system_text("invalid_option", record.lang)
+            record.page = 0  # as above: show the reason, which heads page 1
             return
         if screen.kind == "input" and screen.store:
             record.vars[screen.store] = kwargs["value"]

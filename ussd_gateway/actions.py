@@ -207,6 +207,12 @@ async def bundle_cycles(ctx: ActionContext) -> str:
     ctx.vars["bundle"] = {"total": 0}
     for stale in ("data_level", "sms_level", "voice_level", "bundle_name"):
         ctx.vars.pop(stale, None)
+    # Starting over ("2 Thay doi", "1 Chon lai") drops the bundle screens from the back
+    # stack: they show the choices just cleared, and `0` back to the review then bought
+    # nothing the subscriber could see (a KeyError, so a "busy" END). `0` now leaves
+    # the bundle service the way it was entered.
+    while ctx.record.stack and ctx.record.stack[-1][0] == "bundle":
+        ctx.record.stack.pop()
     return "ok"
 
 
@@ -216,16 +222,18 @@ async def bundle_levels(ctx: ActionContext) -> str:
     catalogue = await ctx.backend.catalogue()
     cycle = ctx.vars["cycle"]["code"]
 
-    def table(levels: Any) -> list[dict[str, Any]]:
+    def table(levels: Any, label: Callable[[int], str]) -> list[dict[str, Any]]:
         return [
-            {"index": i, "label": ctx.word("none_word") if lv.amount == 0 else lv.label, "price": lv.prices[cycle]}
+            {"index": i, "label": ctx.word("none_word") if lv.amount == 0 else label(lv.amount), "price": lv.prices[cycle]}
             for i, lv in enumerate(levels)
         ]
 
+    # Labels are made from the amounts in the subscriber's language (the catalogue's
+    # own labels are Vietnamese only).
     ctx.vars["levels"] = {
-        "data": table(catalogue.bundle_data),
-        "sms": table(catalogue.bundle_sms),
-        "voice": table(catalogue.bundle_voice),
+        "data": table(catalogue.bundle_data, lambda mb: describe_allowance(ctx, mb, 0, 0)),
+        "sms": table(catalogue.bundle_sms, lambda n: describe_allowance(ctx, 0, 0, n)),
+        "voice": table(catalogue.bundle_voice, lambda minutes: describe_allowance(ctx, 0, minutes, 0)),
     }
     return "ok"
 
@@ -238,7 +246,10 @@ async def bundle_quote(ctx: ActionContext) -> str:
     parts = [p.strip() for p in str(_arg(ctx, "parts")).split(",")]
     picked = [ctx.vars.get(f"{part}_level") for part in parts]
     total = sum(int(p["price"]) for p in picked if p)
-    ctx.vars["bundle"] = {"total": total}
+    # Also keep the subtotal up to this step (`bundle.upto_sms`): a level screen shows
+    # the total of the steps before it, which must not change when the subscriber comes
+    # back to it with `0` after later quotes (it showed the later total before).
+    ctx.vars["bundle"] = {**ctx.vars.get("bundle", {}), "total": total, f"upto_{parts[-1]}": total}
     return "empty" if len(parts) == 3 and total == 0 else "ok"
 
 
@@ -272,7 +283,8 @@ async def kndl_status(ctx: ActionContext) -> str:
     nonmember."""
     account = await ctx.backend.account(ctx.msisdn)
     ctx.vars["account"] = account_view(ctx, account)
-    ctx.vars["kndl"] = {"minutes": ctx.settings.kndl_confirm_s // 60, "short_code": ctx.settings.kndl_short_code}
+    minutes = max(1, -(-ctx.settings.kndl_confirm_s // 60))  # rounded up: never "0 phut"
+    ctx.vars["kndl"] = {"minutes": minutes, "short_code": ctx.settings.kndl_short_code}
     if account.kndl is not None:
         return "member"
     if await ctx.store.get_pending(ctx.msisdn) == "join":
