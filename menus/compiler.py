@@ -68,9 +68,11 @@ def _validator_check(rule: str, spec: Mapping[str, Any]) -> Callable[[str], bool
 
 
 class _Loader:
-    def __init__(self, actions: Mapping[str, ActionFn]) -> None:
+    def __init__(self, actions: Mapping[str, ActionFn], keyword_handlers: Mapping[str, Any] | None = None) -> None:
         self.actions = actions
+        self.keyword_handlers = keyword_handlers or {}
         self.problems = _Problems()
+        self.texts: dict[str, Text] = {}
 
     def text(self, where: str, raw: Any) -> Text | None:
         if raw is None:
@@ -202,12 +204,22 @@ class _Loader:
         if start and start not in screens:
             self.problems.add(path.name, f"start screen {start!r} is not defined")
         services = {str(code): self.qualify(name, target, path.name) for code, target in head.get("services", {}).items()}
+        # A service's own texts (its SMS replies), known as `menu.key` (`kndl.sms_joined`).
+        for key, raw_text in raw.get("texts", {}).items():
+            text = self.text(f"{path.name} texts.{key}", raw_text)
+            if text is not None:
+                self.texts[f"{name}.{key}"] = text
         keywords: list[Keyword] = []
         for spec in raw.get("keywords", []):
             call = spec.get("call")
-            if call not in self.actions:
-                self.problems.add(f"{path.name} keyword {spec.get('words')}", f"action {call!r} is not defined")
-            keywords.append(Keyword(str(spec.get("short_code", "")), tuple(spec.get("words", [])), call or "", name))
+            where = f"{path.name} keyword {spec.get('words')}"
+            if call not in self.keyword_handlers:
+                known = ", ".join(sorted(self.keyword_handlers))
+                self.problems.add(where, f"keyword handler {call!r} is not defined (known: {known})")
+            words = tuple(str(w).strip().upper() for w in spec.get("words", []))
+            if not spec.get("short_code") or not words:
+                self.problems.add(where, "a keyword needs `short_code` and `words` (`*` matches any other text)")
+            keywords.append(Keyword(str(spec.get("short_code", "")), words, call or "", name))
         return Menu(name=name, start=start or "", screens=screens, source=path.name), keywords, services
 
 
@@ -274,10 +286,11 @@ def _condition_from_route(route: Route) -> Callable[..., bool]:
 def load_menus(directory: Path | None = None, actions: Mapping[str, ActionFn] | None = None) -> MenuSet:
     """Load and compile every `*.toml` definition in `directory` (default: the packaged
     definitions). Raises `MenuError` listing every problem found."""
-    from ussd_gateway.actions import ACTIONS  # the default action table; late import avoids a cycle
+    from ussd_gateway.actions import ACTIONS  # the default tables; late imports avoid a cycle
+    from ussd_gateway.keywords import KEYWORD_HANDLERS
 
     folder = directory or DEFINITIONS_DIR
-    loader = _Loader(actions if actions is not None else ACTIONS)
+    loader = _Loader(actions if actions is not None else ACTIONS, KEYWORD_HANDLERS)
     common_path = folder / COMMON_FILE
     texts: dict[str, Text] = {}
     home = ""
@@ -316,6 +329,13 @@ def load_menus(directory: Path | None = None, actions: Mapping[str, ActionFn] | 
 
     if home and ":" not in home:
         home = f"{home}:{menus[home].start}" if home in menus else home + ":?"
+    texts.update(loader.texts)
+    seen_words: dict[tuple[str, str], str] = {}
+    for keyword in keywords:
+        for word in keyword.words:
+            if (keyword.short_code, word) in seen_words:
+                loader.problems.add(keyword.menu, f"keyword {word!r} to {keyword.short_code} is also declared by {seen_words[(keyword.short_code, word)]}")
+            seen_words[(keyword.short_code, word)] = keyword.menu
     menu_set = MenuSet(menus=menus, services=services, home=home, texts=texts, keywords=keywords)
     _check_graph(menu_set, loader.problems)
     if loader.problems.items:
