@@ -10,28 +10,47 @@ text must never be cut.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ScreenBudget", "fits", "gsm7_septets", "is_gsm7", "paginate", "screen_cost", "ucs2_units"]
+__all__ = [
+    "GSM7_BASIC_TABLE",
+    "GSM7_ESC",
+    "GSM7_EXTENSION_TABLE",
+    "ScreenBudget",
+    "fits",
+    "gsm7_septets",
+    "is_gsm7",
+    "paginate",
+    "screen_cost",
+    "ucs2_units",
+]
 
 Encoding = Literal["gsm7", "ucs2"]
 
-# GSM 03.38 basic table, in code order, without 0x1B (ESC introduces the extension
-# table; it is not text).
-_GSM7_BASIC = frozenset(
+# GSM 03.38 basic table, in code order: GSM7_BASIC_TABLE[septet] is the character.
+# 0x1B is ESC, which introduces the extension table; it is not text. Public so the
+# SMS codec (smpp/encoding.py) maps septets with the same table this module measures.
+GSM7_BASIC_TABLE = (
     "@£$¥èéùìòÇ\nØø\rÅå"
-    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
     " !\"#¤%&'()*+,-./"
     "0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
     "¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
-# GSM 03.38 extension table: each costs ESC + character = 2 septets.
-_GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+GSM7_ESC = 0x1B
+_GSM7_BASIC = frozenset(GSM7_BASIC_TABLE) - {chr(GSM7_ESC)}
+# GSM 03.38 extension table, character -> code after ESC: each costs 2 septets.
+GSM7_EXTENSION_TABLE: dict[str, int] = {
+    "\f": 0x0A, "^": 0x14, "{": 0x28, "}": 0x29, "\\": 0x2F,
+    "[": 0x3C, "~": 0x3D, "]": 0x3E, "|": 0x40, "€": 0x65,
+}  # fmt: skip
+_GSM7_EXTENSION = frozenset(GSM7_EXTENSION_TABLE)
 _GSM7_ALL = _GSM7_BASIC | _GSM7_EXTENSION
 
 # Menus are mostly ASCII ("khong dau"), so ASCII text takes a bytes.translate path:
@@ -144,7 +163,7 @@ def paginate(
             of the text cannot fit on an otherwise empty page.
     """
     footer = list(footer_lines)
-    _check_room(budget, more_line, footer)
+    _check_room(budget, more_line, tuple(footer))
     whole = "\n".join([*lines, *footer])
     if fits(whole, budget):
         return [whole]
@@ -152,17 +171,22 @@ def paginate(
     return _render(bodies, budget, more_line, footer)
 
 
-def _check_room(budget: ScreenBudget, more_line: str, footer: list[str]) -> None:
-    """Reject a footer/more-line pair that no body text could share a screen with."""
+@functools.lru_cache(maxsize=256)
+def _check_room(budget: ScreenBudget, more_line: str, footer: tuple[str, ...]) -> None:
+    """Reject a footer/more-line pair that no body text could share a screen with.
+
+    Cached (speed): every rendered screen is paginated, with the same few footers
+    and "more" lines per language; only a successful check is cached (an exception
+    is raised again every time)."""
     tail = [more_line, *footer]
     # Room for one GSM-7 or one UCS-2 character: either is enough for *some* text.
     if not any(fits("\n".join([probe, *tail]), budget) for probe in ("x", "ư")):
         raise ValueError(
-            f"more_line {more_line!r} and footer_lines {footer!r} leave no room for body text "
+            f"more_line {more_line!r} and footer_lines {list(footer)!r} leave no room for body text "
             f"on a screen of {budget.gsm7} septets / {budget.ucs2} UCS-2 units"
         )
     if not fits("\n".join(footer), budget):
-        raise ValueError(f"footer_lines {footer!r} do not fit on a screen by themselves")
+        raise ValueError(f"footer_lines {list(footer)!r} do not fit on a screen by themselves")
 
 
 def _render(bodies: list[list[str]], budget: ScreenBudget, more_line: str, footer: list[str]) -> list[str]:

@@ -32,6 +32,13 @@ class UssdDialect:
     dialogue per subscriber at a time)."""
     end_bit: int = 0x01
     """The bit of `its_session_info` that marks the end of the dialogue."""
+    session_mask: int = 0xFF00
+    """The bits of `its_session_info` that name the dialogue: SMPP 3.4 puts the session
+    number in the first octet and a per-message sequence number plus the end bit in
+    the second, so by default only the first octet identifies the dialogue."""
+    reply_deadline_s: float = 5.0
+    """A reply not handed to the link within this is dropped (and counted): the
+    subscriber's screen has timed out by then, so queueing it would only confuse."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SmppSettings:
+    binds: tuple[Any, ...] = ()
+    """`smpp.config.BindSettings`, one per `[[smpp.binds]]`; none: SMPP off."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
@@ -87,6 +93,7 @@ class Settings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     services: ServiceSettingsConfig = field(default_factory=ServiceSettingsConfig)
     log: LogSettings = field(default_factory=LogSettings)
+    smpp: SmppSettings = field(default_factory=SmppSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""
@@ -121,7 +128,53 @@ def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
     return value
 
 
+def parse_binds(raw: Any, origin: str) -> tuple[Any, ...]:
+    """`[[smpp.binds]]` tables into BindSettings, with `[smpp.binds.ussd]` for the
+    operator's USSD dialect. Unknown keys and wrong types are refused by name."""
+    from smpp.config import BindSettings, UssdDialect
+
+    if not isinstance(raw, list):
+        raise ConfigError(f"{origin}: [smpp] binds must be an array of tables ([[smpp.binds]])")
+    binds = []
+    names: set[str] = set()
+    for index, table in enumerate(raw):
+        where = f"{origin}: [[smpp.binds]] #{index + 1}"
+        if not isinstance(table, Mapping) or not table.get("name"):
+            raise ConfigError(f"{where} needs a `name`")
+        values = dict(table)
+        dialect_raw = values.pop("ussd", {})
+        known = {f.name for f in dataclasses.fields(BindSettings)} - {"ussd"}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        dialect_known = {f.name for f in dataclasses.fields(UssdDialect)}
+        if set(dialect_raw) - dialect_known:
+            raise ConfigError(f"{where}: unknown [ussd] key(s) {', '.join(sorted(set(dialect_raw) - dialect_known))}")
+        for key in ("short_codes", "service_codes"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key])
+        for key in ("op_begin", "op_continue", "op_abort"):
+            if key in dialect_raw:
+                dialect_raw[key] = tuple(int(v) for v in dialect_raw[key])
+        if values.get("mode", "transceiver") not in ("transceiver", "transmitter_receiver"):
+            raise ConfigError(f"{where}: mode must be transceiver or transmitter_receiver")
+        try:
+            bind = BindSettings(**values, ussd=UssdDialect(**dialect_raw))
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if bind.name in names:
+            raise ConfigError(f"{where}: bind name {bind.name!r} is used twice")
+        names.add(bind.name)
+        binds.append(bind)
+    return tuple(binds)
+
+
 def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> Settings:
+    data = dict(data)
+    if "smpp" in data:
+        smpp = data.pop("smpp")
+        binds = parse_binds(smpp.get("binds", []) if isinstance(smpp, Mapping) else smpp, origin)
+        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=binds))
     for section, values in data.items():
         if not hasattr(settings, section) or not isinstance(values, Mapping):
             known = ", ".join(f.name for f in dataclasses.fields(Settings))
@@ -140,6 +193,8 @@ def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> Settings
 def _from_environment(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for section in dataclasses.fields(Settings):
+        if section.name == "smpp":
+            continue  # binds are tables: config.toml only
         for key in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
             name = f"USSD_{section.name}_{key.name}".upper()
             if name in environ:
