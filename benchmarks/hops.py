@@ -165,6 +165,16 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _group_pids(pgid: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -178,11 +188,28 @@ def _group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def wait_healthy(port: int, server: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 20.0) -> None:
+def _listeners(port: int) -> int:
+    """Sockets listening on 127.0.0.1:port (one per worker with SO_REUSEPORT)."""
+    wanted = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return -1  # not Linux: trust /healthz alone
+    return sum(1 for line in lines if line.split()[1] == wanted and line.split()[3] == "0A")
+
+
+def wait_healthy(
+    port: int, workers: int, server: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 20.0
+) -> None:
+    """Wait for /healthz and, with several workers, for every worker's listening socket:
+    the kernel spreads connections only over the sockets bound when they connect."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited with {server.returncode}:\n{log_path.read_text()[-2000:]}")
+        if 0 <= _listeners(port) < workers:
+            time.sleep(0.05)
+            continue
         try:
             with socket.create_connection((HOST, port), timeout=0.5) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
@@ -230,7 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 start_new_session=True,  # its own process group: one signal reaches every worker
             )
         try:
-            wait_healthy(port, server, log_path)
+            wait_healthy(port, args.workers, server, log_path)
             pids = _group_pids(server.pid)
             print(f"server pid {server.pid} (pids {' '.join(map(str, pids))}), port {port}, {redis.url}", file=sys.stderr)
             try:
@@ -239,6 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 uvloop = None
             server_cpu_0, client_cpu_0 = _cpu_seconds(pids), time.process_time()
             redis_cpu_0 = _cpu_seconds([redis._process.pid]) if redis._process else 0.0
+            machine_0 = _machine_busy_seconds()
             wall_0 = time.perf_counter()
             runner = uvloop.run if uvloop is not None else asyncio.run
             tally = runner(drive(port, args.concurrency, args.seconds))
@@ -246,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             server_cpu = _cpu_seconds(pids) - server_cpu_0
             client_cpu = time.process_time() - client_cpu_0
             redis_cpu = (_cpu_seconds([redis._process.pid]) if redis._process else 0.0) - redis_cpu_0
+            other_cpu = max(0.0, _machine_busy_seconds() - machine_0 - server_cpu - client_cpu - redis_cpu)
             hop_lines = sum(1 for line in log_path.open("rb") if b'"event":"hop"' in line)
         finally:
             stop_group(server)
@@ -268,6 +297,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "server": round(100 * server_cpu / wall, 1),
             "redis": round(100 * redis_cpu / wall, 1),
             "load_generator": round(100 * client_cpu / wall, 1),
+            # Anything else running on the machine meanwhile: figures are only
+            # comparable when this stays near zero.
+            "other": round(100 * other_cpu / wall, 1),
         },
         "server_log_hop_lines": hop_lines,
     }
@@ -308,9 +340,11 @@ def main() -> int:
             f"  latency  p50 {result['p50_ms']} ms  p90 {result['p90_ms']} ms  p99 {result['p99_ms']} ms  "
             f"max {result['max_ms']} ms\n"
             f"  hops     {result['hops']:,}  errors {result['errors']}\n"
-            f"  cpu      server {cpu['server']}%  redis {cpu['redis']}%  load generator {cpu['load_generator']}% "
-            f"(of one core)"
+            f"  cpu      server {cpu['server']}%  redis {cpu['redis']}%  load generator {cpu['load_generator']}%  "
+            f"other processes {cpu['other']}% (of one core)"
         )
+        if cpu["other"] > 10:
+            print("  warning: other processes used the CPU during the run; the figures are not comparable")
         for line in result.get("first_errors", []):
             print(f"  error: {line}")
     return 1 if result["errors"] else 0

@@ -120,9 +120,9 @@ class Engine:
         action_no = [0]
         remaining = list(inputs)
         while remaining:
-            if self.render(record).end:
-                break
             screen = self._current(record)
+            if screen is not None and screen.kind == "end":
+                break  # the dialogue is over: later inputs of a shortcut have no screen
             if screen is not None and screen.kind == "input" and len(remaining) > 1:
                 # A free-text answer may itself contain `*` (the gateway joins with it).
                 remaining = ["*".join(remaining)]

@@ -11,7 +11,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .store import Loaded, LoadStatus, OutboundSms
+import itertools
+
+from .store import ClaimedSms, Loaded, LoadStatus, OutboundSms
 
 
 @dataclass(slots=True)
@@ -41,6 +43,9 @@ class MemoryStore:
         self._sms: deque[OutboundSms] = deque(maxlen=100_000)
         self._sms_keys: dict[str, float] = {}
         self._commits = 0
+        self._inflight: dict[int, OutboundSms] = {}
+        self._claim_ids = itertools.count()
+        self._claims: dict[str, float] = {}
 
     def _live(self, msisdn: str) -> _Saved | None:
         saved = self._sessions.get(msisdn)
@@ -89,6 +94,8 @@ class MemoryStore:
             del self._pending[key]
         for key in [k for k, until in self._sms_keys.items() if until <= now]:
             del self._sms_keys[key]
+        for key in [k for k, until in self._claims.items() if until <= now]:
+            del self._claims[key]
 
     def __len__(self) -> int:
         """Dialogues held (expired ones included until swept)."""
@@ -127,6 +134,37 @@ class MemoryStore:
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
         return list(self._sms)[:limit]
+
+    async def claim_sms(self, limit: int) -> list[ClaimedSms]:
+        claimed = []
+        while self._sms and len(claimed) < limit:
+            token = next(self._claim_ids)
+            self._inflight[token] = sms = self._sms.popleft()
+            claimed.append(ClaimedSms(token, sms))
+        return claimed
+
+    async def ack_sms(self, item: ClaimedSms) -> None:
+        self._inflight.pop(item.token, None)  # type: ignore[call-overload]
+
+    async def requeue_sms(self, item: ClaimedSms) -> None:
+        if self._inflight.pop(item.token, None) is not None:  # type: ignore[call-overload]
+            self._sms.appendleft(item.sms)
+
+    async def restore_inflight_sms(self) -> int:
+        restored = list(self._inflight.values())
+        self._inflight.clear()
+        self._sms.extendleft(reversed(restored))
+        return len(restored)
+
+    async def get_language(self, msisdn: str) -> str | None:
+        return self._langs.get(msisdn)
+
+    async def claim_once(self, key: str, ttl_s: int) -> bool:
+        now = self._clock()
+        if self._claims.get(key, 0.0) > now:
+            return False
+        self._claims[key] = now + ttl_s
+        return True
 
     async def ping(self) -> bool:
         return True

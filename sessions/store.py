@@ -42,6 +42,16 @@ class OutboundSms:
     """The same key is queued once, so a retried hop never sends twice."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimedSms:
+    """An outbound SMS taken from the queue for sending; ack it when sent, requeue it
+    when it could not be."""
+
+    token: object
+    """The store's handle on the queued item."""
+    sms: OutboundSms
+
+
 @runtime_checkable
 class SessionStore(Protocol):
     """**Protocol:** where dialogues, locks, pending confirmations and outbound SMS live."""
@@ -71,6 +81,25 @@ class SessionStore(Protocol):
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
         """The queued SMS, oldest first, without removing them."""
+
+    async def claim_sms(self, limit: int) -> list[ClaimedSms]:
+        """Move up to `limit` SMS from the queue to in-flight, oldest first."""
+
+    async def ack_sms(self, item: ClaimedSms) -> None:
+        """The SMS was handed to the SMSC: forget it."""
+
+    async def requeue_sms(self, item: ClaimedSms) -> None:
+        """The SMS could not be sent now: back to the head of the queue."""
+
+    async def restore_inflight_sms(self) -> int:
+        """At start-up: SMS a stopped process had in flight go back to the queue
+        (sent at least once: a crash between the SMSC's answer and the ack resends)."""
+
+    async def get_language(self, msisdn: str) -> str | None:
+        """The subscriber's remembered language (for SMS replies)."""
+
+    async def claim_once(self, key: str, ttl_s: int) -> bool:
+        """True the first time `key` is claimed within `ttl_s` (duplicate MO SMS)."""
 
     async def ping(self) -> bool:
         """True when the store answers (for `/readyz`)."""

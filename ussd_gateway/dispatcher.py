@@ -40,11 +40,15 @@ class DispatchSettings:
     default_lang: str = "vi"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower, once a hop
 class _Answer:
     reply: Reply
     outcome: str
+    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended"""
     screen: str
+
+
+HopResult = _Answer
 
 
 def new_inputs(history: str, seen: str) -> tuple[str, ...] | None:
@@ -88,6 +92,11 @@ class Dispatcher:
 
     async def handle(self, hop: Hop) -> Reply:
         """Answer one hop; never raises (a failure is a busy END, logged)."""
+        return (await self.answer(hop)).reply
+
+    async def answer(self, hop: Hop) -> "HopResult":
+        """Like `handle`, with the outcome too: the SMPP channel must not send a screen
+        again for a hop answered from the saved reply (a resent deliver_sm)."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.hop_deadline_s):
@@ -110,7 +119,7 @@ class Dispatcher:
             end=answer.reply.end,
             latency_ms=round(elapsed * 1000, 2),
         )
-        return answer.reply
+        return answer
 
     async def _handle(self, hop: Hop) -> _Answer:
         if not self.engine.serves(hop.service_code):
@@ -167,14 +176,16 @@ class Dispatcher:
         nothing) and a language to remember (None: unchanged)."""
         now = self.clock()
         previous = SessionRecord.from_bytes(raw_record) if raw_record else None
-        same = previous is not None and previous.session_id == hop.session_id
+        # A begin always starts a dialogue, even under a session id seen before (gateways
+        # that name dialogues by subscriber); its retry was answered above as a replay.
+        same = previous is not None and previous.session_id == hop.session_id and hop.kind is not HopKind.BEGIN
         channel = hop.channel
 
         if hop.kind is HopKind.ABORT:
             if same and previous is not None and not previous.ended:
                 # Released by the network or the subscriber: keep it resumable.
                 previous.updated = now
-                self.metrics.sessions_ended.labels(channel, "abort").inc()
+                self.metrics.count_session(self.metrics.sessions_ended, channel, "abort")
                 return _Answer(Reply("", end=True), "abort", previous.screen), previous, None
             return _Answer(Reply("", end=True), "abort", ""), None, None
 
@@ -194,11 +205,11 @@ class Dispatcher:
             outcome = "continue"
         else:
             if hop.kind is HopKind.CONTINUE and hop.history is None:
-                self.metrics.sessions_timed_out.labels(channel).inc()
+                self.metrics.count_session(self.metrics.sessions_timed_out, channel)
                 lang = hop.language or saved_lang or self.settings.default_lang
                 return _Answer(Reply(self.engine.system_text("expired", lang), end=True), "expired", ""), None, None
             if previous is not None and not previous.ended:
-                self.metrics.sessions_timed_out.labels(channel).inc()
+                self.metrics.count_session(self.metrics.sessions_timed_out, channel)
             inputs = tuple(hop.history.split("*")) if hop.history else hop.inputs
             lang = hop.language or saved_lang or self.settings.default_lang
             record, step = await self.engine.start(
@@ -211,11 +222,11 @@ class Dispatcher:
                 now=now,
             )
             record.history = hop.history or ""
-            self.metrics.sessions_started.labels(channel).inc()
+            self.metrics.count_session(self.metrics.sessions_started, channel)
             outcome = "begin"
         record.updated = now
         if step.reply.end:
             record.ended = True
-            self.metrics.sessions_ended.labels(channel, "end").inc()
+            self.metrics.count_session(self.metrics.sessions_ended, channel, "end")
         remember = step.lang_changed or (hop.language if hop.language and hop.language != saved_lang else None)
         return _Answer(step.reply, outcome, f"{record.menu}:{record.screen}"), record, remember

@@ -36,6 +36,7 @@ class Metrics:
         )
         self._hop_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
+        self._session_children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
 
     def observe_hop(self, channel: str, outcome: str, seconds: float) -> None:
         """Count one hop; label children are cached (the labels() lookup is not free)."""
@@ -48,6 +49,15 @@ class Metrics:
         if timer is None:
             timer = self._seconds_children[channel] = self.hop_seconds.labels(channel)
         timer.observe(seconds)
+
+    def count_session(self, counter: Counter, *labels: str) -> None:
+        """`counter.labels(*labels).inc()` for the session counters, with the child
+        cached as in `observe_hop` (a dialogue starts on every first hop)."""
+        key = (counter, labels)
+        child = self._session_children.get(key)
+        if child is None:
+            child = self._session_children[key] = counter.labels(*labels)
+        child.inc()
 
     def exposition(self) -> bytes:
         """The text format; merges every worker's numbers when running `--workers N`."""

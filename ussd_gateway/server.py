@@ -12,6 +12,8 @@ from .errors import BadRequest
 from .wiring import Gateway, build_gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
+SMPP = web.AppKey("smpp", object)
+"""The SMPP channel (`smpp.channel.SmppChannel`) when binds are configured."""
 
 
 def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
@@ -51,10 +53,25 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app[GATEWAY] = built
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        channel = None
+        if settings.smpp.binds:
+            from smpp.channel import SmppChannel
+
+            channel = SmppChannel(app[GATEWAY], settings.smpp.binds)
+            await channel.start()
+            app[SMPP] = channel
         yield
+        if channel is not None:
+            await channel.stop()
         await app[GATEWAY].close()
 
+    async def unbind_first(app: web.Application) -> None:
+        # On SIGTERM: finish in-flight hops and unbind before the sessions close.
+        if SMPP in app:
+            await app[SMPP].stop()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(unbind_first)
     app.router.add_post("/ussd/africastalking", _dialect_handler(africastalking))
     app.router.add_post("/ussd", _dialect_handler(json_api))
     app.router.add_get("/healthz", healthz)
