@@ -163,8 +163,9 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # No isinstance check: uvloop's TCP transport (what `serve` runs on) has the
+        # asyncio.Transport interface without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
         self._link._connection_made(self)
         self.session.connect(self._link._now())
         self.pump()

@@ -160,3 +160,62 @@ class TestFeedbackList:
         assert result.returncode == 0, result.stderr
         item = json.loads(result.stdout.splitlines()[0])
         assert item["topic"] == "network" and item["message"] == "Song yeu o Quan 7" and item["msisdn"] == "84901234567"
+
+
+class TestSmppFromTheCommandLine:
+    async def test_serve_binds_answers_and_unbinds_on_sigterm(self, tmp_path: Path) -> None:
+        """`serve` with a [[smpp.binds]] config binds to the SMSC, serves a USSD dialogue
+        over it, and on SIGTERM unbinds cleanly before exiting."""
+        from smpp.smsc import SmscSimulator
+
+        async with SmscSimulator(port=0) as smsc:
+            config = tmp_path / "config.toml"
+            config.write_text(
+                f'[[smpp.binds]]\nname = "main"\nport = {smsc.port}\nshort_codes = ["9237", "999"]\nreconnect_min_s = 0.1\n',
+                encoding="utf-8",
+            )
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "ussd_gateway.cli", "serve", "--config", str(config), "--port", str(free_port()),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT,
+            )
+            try:
+                await smsc.wait_bound(timeout=20)
+                dialogue = await smsc.start_ussd("84901234567")
+                screen = await dialogue.next_screen(timeout=5)
+                assert "Tra cuu tai khoan" in screen.text
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), 20) == 0
+                assert any(p.command == "unbind" and p.direction == "in" for p in smsc.pdus)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+    async def test_sim_dials_through_the_smsc_simulator(self, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+        """`sim --smpp` plays a dialogue through the simulator's control API and the bind."""
+        import dataclasses
+
+        from smpp.config import BindSettings
+        from smpp.smsc import SmscSimulator
+        from ussd_gateway.config import SmppSettings
+
+        async with SmscSimulator(port=0, control_port=free_port()) as smsc:
+            settings = dataclasses.replace(
+                make_settings(), smpp=SmppSettings(binds=(BindSettings(name="b", port=smsc.port, reconnect_min_s=0.05),))
+            )
+            await aiohttp_client(create_app(settings))
+            await smsc.wait_bound(timeout=5)
+            answers = ["1"]
+
+            def read(_prompt: str) -> str:
+                if not answers:
+                    raise EOFError
+                return answers.pop(0)
+
+            out = io.StringIO()
+            code = await asyncio.to_thread(
+                run_sim, url="", msisdn="84909999999", code="*090#", read=read, out=out, smpp=f"127.0.0.1:{smsc.control_port}"
+            )
+            assert code == 0
+            shown = out.getvalue()
+            assert "Tra cuu tai khoan" in shown and "TKC: 150.000d" in shown and "(hung up)" in shown

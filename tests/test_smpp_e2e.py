@@ -278,3 +278,86 @@ class TestFaults:
                 await smsc.stop()
         finally:
             await made.client.close()
+
+
+class TestBindModesAndOptions:
+    @pytest.mark.parametrize(
+        "changes",
+        [{"mode": "transmitter_receiver"}, {"gsm7_packed": True}, {"long_sms": "payload"}],
+        ids=["tx+rx", "gsm7-packed", "message_payload"],
+    )
+    async def test_dialogue_and_long_sms(self, aiohttp_client: Any, changes: dict[str, Any]) -> None:
+        """Two binds (tx + rx), packed GSM-7, or long SMS in message_payload: same screens and replies."""
+        smsc = SmscSimulator(port=0, gsm7_packed=changes.get("gsm7_packed", False))
+        await smsc.start()
+        import dataclasses
+
+        from ussd_gateway.config import SmppSettings
+
+        settings = dataclasses.replace(make_settings(), smpp=SmppSettings(binds=(bind_for(smsc.port, **changes),)))
+        client = await aiohttp_client(create_app(settings))
+        try:
+            await smsc.wait_bound(timeout=5, count=2 if changes.get("mode") == "transmitter_receiver" else 1)
+            if changes.get("mode") == "transmitter_receiver":
+                assert sorted(b.mode for b in smsc.binds) == ["receiver", "transmitter"]
+            dialogue = await smsc.start_ussd(ALICE)
+            screen = await dialogue.next_screen(timeout=5)
+            assert "1. Tra cuu tai khoan" in screen.text
+            await smsc.send_mo(ALICE, "999", "nope")
+            reply = await smsc.next_mt(ALICE, timeout=5)
+            assert "Ma goi NOPE khong dung" in reply.text and "21G" in reply.text
+            if changes.get("long_sms") == "payload":
+                assert "message_payload" in reply.pdus[0].fields and reply.parts == 1
+        finally:
+            await client.close()
+            await smsc.stop()
+
+
+class TestDeadlinesAndDurability:
+    async def test_screen_past_its_deadline_is_dropped_and_counted(self, aiohttp_client: Any) -> None:
+        """The SMSC throttles everything: the screen is dropped at its deadline, counted."""
+        from smpp.config import UssdDialect
+
+        made = await make_rig(aiohttp_client, ussd=UssdDialect(reply_deadline_s=0.5))
+        try:
+            made.smsc.throttle_next(1000)
+            await made.smsc.start_ussd(ALICE)
+            await asyncio.sleep(1.0)
+            body = await (await made.client.get("/metrics")).text()
+            assert 'smpp_ussd_replies_dropped_total{bind="smsc-test"} 1.0' in body
+        finally:
+            await made.client.close()
+            await made.smsc.stop()
+
+    async def test_withheld_response_is_resent_not_lost(self, rig: Rig) -> None:
+        """No submit_sm_resp for the reply: it is sent again and arrives once."""
+        rig.smsc.withhold_submit_resp(1)
+        await rig.smsc.send_mo(GOLD, "9237", "DIEM")
+        reply = await rig.smsc.next_mt(GOLD, timeout=8)
+        assert "52.000 diem" in reply.text
+        with pytest.raises(Exception):
+            await rig.smsc.next_mt(GOLD, timeout=0.5)
+
+    async def test_queue_survives_a_gateway_restart(self, aiohttp_client: Any, redis_url: str) -> None:
+        """An SMS queued while no bind was up is sent by the next gateway process."""
+        from sessions.store import OutboundSms
+
+        made = await make_rig(aiohttp_client, redis_url)
+        port = made.smsc.port
+        await made.smsc.stop()
+        await made.gateway.store.enqueue_sms(OutboundSms(to=ALICE, sender="999", text="Con cho gui", dedupe_key="restart-1"))
+        await made.client.close()  # the gateway stops with the SMS still queued
+        smsc = SmscSimulator(port=port)
+        await smsc.start()
+        try:
+            import dataclasses
+
+            from ussd_gateway.config import SmppSettings
+
+            settings = dataclasses.replace(make_settings(redis_url), smpp=SmppSettings(binds=(bind_for(port),)))
+            client = await aiohttp_client(create_app(settings))
+            await smsc.wait_bound(timeout=5)
+            assert (await smsc.next_mt(ALICE, timeout=5)).text == "Con cho gui"
+            await client.close()
+        finally:
+            await smsc.stop()

@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default="http://127.0.0.1:8080", help="the server (default the local one)")
     s.add_argument("--msisdn", default="84901234567", help="the subscriber (default the demo's 84901234567)")
     s.add_argument("--lang", choices=("vi", "vi_dau", "en"), help="the handset language")
+    s.add_argument("--smpp", metavar="HOST:PORT", help="dial through `ussd-gateway smsc`'s control API (e.g. 127.0.0.1:2776) instead of HTTP")
     s.set_defaults(func=_sim)
 
     m = commands.add_parser("smsc", help="an SMPP SMSC simulator to bind the gateway to (development, tests)")
@@ -254,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _sim(args: argparse.Namespace) -> int:
     from .sim import run_sim
 
-    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang)
+    if args.smpp and args.lang:
+        print("sim: --lang works over HTTP only; over SMPP choose the language in menu 7", file=sys.stderr)
+        return 2
+    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,9 +34,9 @@ class SimError(RuntimeError):
     pass
 
 
-def post_hop(url: str, body: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+def post_json(url: str, body: dict[str, Any], timeout: float = 5.0, *, path: str = "/ussd") -> dict[str, Any]:
     request = urllib.request.Request(
-        url.rstrip("/") + "/ussd",
+        url.rstrip("/") + path,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -58,14 +58,17 @@ def run_sim(
     lang: str | None = None,
     read: Callable[[str], str] = input,
     out: TextIO = sys.stdout,
+    smpp: str | None = None,
 ) -> int:
+    if smpp:
+        return _run_over_smpp(smpp, msisdn=msisdn, code=code, read=read, out=out)
     session_id = "sim-" + uuid.uuid4().hex[:12]
     base = {"session_id": session_id, "msisdn": msisdn, "service_code": code}
     if lang:
         base["language"] = lang
     seq = 0
     try:
-        reply = post_hop(url, {**base, "event": "begin", "seq": seq})
+        reply = post_json(url, {**base, "event": "begin", "seq": seq})
         while True:
             print(frame(reply["text"], end=reply["end"]), file=out, flush=True)
             if reply["end"]:
@@ -73,11 +76,36 @@ def run_sim(
             try:
                 answer = read("> ")
             except (EOFError, KeyboardInterrupt):
-                post_hop(url, {**base, "event": "abort", "seq": seq + 1})
+                post_json(url, {**base, "event": "abort", "seq": seq + 1})
                 print("\n(hung up)", file=out)
                 return 0
             seq += 1
-            reply = post_hop(url, {**base, "event": "continue", "input": answer, "seq": seq})
+            reply = post_json(url, {**base, "event": "continue", "input": answer, "seq": seq})
     except SimError as error:
         print(f"sim: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_over_smpp(control: str, *, msisdn: str, code: str, read: Callable[[str], str], out: TextIO) -> int:
+    """Dial through a running `ussd-gateway smsc` (its control API at HOST:PORT): the
+    simulator sends the deliver_sm a real USSD gateway would, the server answers with
+    submit_sm, and the screens are the same as over HTTP."""
+    base = control if control.startswith("http") else f"http://{control}"
+    try:
+        answer = post_json(base, {"msisdn": msisdn, "code": code, "timeout": 5}, path="/ussd/start")
+        dialogue = answer["dialogue_id"]
+        while True:
+            screen = answer["screen"]
+            print(frame(screen["text"], end=screen["end"]), file=out, flush=True)
+            if screen["end"]:
+                return 0
+            try:
+                text = read("> ")
+            except (EOFError, KeyboardInterrupt):
+                post_json(base, {}, path=f"/ussd/{dialogue}/abort")
+                print("\n(hung up)", file=out)
+                return 0
+            answer = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")
+    except SimError as error:
+        print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
         return 1
