@@ -162,6 +162,10 @@ class SmppChannel:
                 service_code, inputs = split_service_code(code)
             except BadRequest:
                 service_code, inputs = code, ()
+            if bind.service_codes and service_code not in bind.service_codes:
+                # Not a code this bind carries: the dispatcher answers it like any code
+                # the menus do not serve (a polite END).
+                service_code = "*#"
             hop = Hop("smpp", session_id, msisdn, service_code, HopKind.BEGIN, inputs=inputs, hop_key=hop_key)
         elif op in dialect.op_continue:
             hop = Hop("smpp", session_id, msisdn, self._code_of(bind, fields), HopKind.CONTINUE, inputs=(text,), hop_key=hop_key)

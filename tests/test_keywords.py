@@ -107,3 +107,18 @@ class TestPackageKeywords:
     async def test_other_short_codes_are_not_ours(self, router: KeywordRouter) -> None:
         """Nothing is declared for 1234: no reply."""
         assert await Sms(router)("1234", "DK") is None
+
+
+class TestConfirmationWindow:
+    async def test_xn_after_the_window_says_why(self) -> None:
+        """DK, then XN after the confirmation window: not registered, told what to do."""
+        import asyncio
+
+        backend = build_backend("memory")
+        router = KeywordRouter(load_menus(), backend, MemoryStore(), ServiceSettings(kndl_confirm_s=1))
+        sms = Sms(router)
+        assert "trong 1 phut" in await sms("9237", "DK")
+        await asyncio.sleep(1.1)
+        reply = await sms("9237", "XN")
+        assert "Khong co yeu cau nao cho xac nhan" in reply and "Soan DK gui 9237" in reply
+        assert (await backend.account("84901234567")).kndl is None

@@ -329,6 +329,28 @@ class TestDeadlinesAndDurability:
             await made.client.close()
             await made.smsc.stop()
 
+    async def test_slow_submit_resp_still_one_screen_each(self, rig: Rig) -> None:
+        """submit_sm_resp delayed 0.3 s: every screen still arrives, once, in order."""
+        rig.smsc.delay_submit_resp(0.3, count=3)
+        dialogue, screen = await rig.dial()
+        assert "Tra cuu tai khoan" in screen.text
+        assert "Mua goi cuoc" in (await rig.walk(dialogue, "2")).text
+        assert "Goi Data:" in (await rig.walk(dialogue, "1")).text
+        screens = [p for p in rig.smsc.pdus if p.direction == "in" and p.command == "submit_sm"]
+        assert len(screens) == 3
+
+    async def test_code_not_carried_by_the_bind_gets_a_polite_end(self, aiohttp_client: Any) -> None:
+        """A bind limited to *101# answers *090# with the unknown-service END."""
+        made = await make_rig(aiohttp_client, service_codes=("*101#",))
+        try:
+            _d, screen = await made.dial(code="*090#")
+            assert screen.end and "Ma dich vu khong dung" in screen.text
+            _d, balance = await made.dial(code="*101#")
+            assert balance.end and "200.000d" in balance.text
+        finally:
+            await made.client.close()
+            await made.smsc.stop()
+
     async def test_withheld_response_is_resent_not_lost(self, rig: Rig) -> None:
         """No submit_sm_resp for the reply: it is sent again and arrives once."""
         rig.smsc.withhold_submit_resp(1)
