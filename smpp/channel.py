@@ -58,17 +58,11 @@ class SmppChannel:
     SMS queue's drain."""
 
     def __init__(self, gateway: Any, binds: Iterable[BindSettings]) -> None:
-        from ussd_gateway.actions import ServiceSettings
-
         self.gateway = gateway
         self.binds = tuple(binds)
         self.link_metrics = SmppMetrics(gateway.metrics.registry)
         self.metrics = ChannelMetrics(gateway.metrics.registry)
-        settings = gateway.settings
-        service_settings = ServiceSettings(**{k: getattr(settings.services, k) for k in ServiceSettings.__dataclass_fields__})
-        self.keywords = KeywordRouter(
-            gateway.menus, gateway.backend, gateway.store, service_settings, default_lang=settings.screen.default_language
-        )
+        self.keywords: KeywordRouter = gateway.keywords
         self.links: dict[str, SmppLink] = {}
         for bind in self.binds:
             self.links[bind.name] = SmppLink(bind, self._deliver_handler(bind), metrics=self.link_metrics)

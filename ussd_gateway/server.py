@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from .config import Settings
-from .dialects import africastalking, json_api
-from .errors import BadRequest
+from .dialects import africastalking, json_api, sms_http
+from .errors import BadRequest, DependencyDown
+from .msisdn import normalise_msisdn
 from .wiring import Gateway, build_gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -26,6 +28,35 @@ def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]
         return dialect.render(await gateway.dispatcher.handle(hop))
 
     return handle
+
+
+async def mo_sms(request: web.Request) -> web.Response:
+    """An MO SMS by HTTP: the keyword service's reply in the response."""
+    gateway = request.app[GATEWAY]
+    try:
+        sms = await sms_http.parse(request)
+    except BadRequest as error:
+        return sms_http.render_error(error)
+    try:
+        async with asyncio.timeout(gateway.dispatcher.settings.hop_deadline_s * 2):
+            lang = await gateway.store.get_language(sms.msisdn)
+            reply = await gateway.keywords.handle(sms.msisdn, sms.short_code, sms.text, message_key=sms.message_key, lang=lang)
+    except (DependencyDown, TimeoutError):
+        return web.json_response({"error": "service busy, try again later"}, status=503)
+    return sms_http.render(reply)
+
+
+async def outbound_sms(request: web.Request) -> web.Response:
+    """What the outbound SMS queue holds for one subscriber (`?to=MSISDN`)."""
+    try:
+        msisdn = normalise_msisdn(request.query.get("to", ""))
+    except BadRequest as error:
+        return sms_http.render_error(error)
+    try:
+        queued = await request.app[GATEWAY].store.outbound_sms(1000)
+    except DependencyDown:
+        return web.json_response({"error": "service busy, try again later"}, status=503)
+    return web.json_response([{"from": s.sender, "text": s.text} for s in queued if s.to == msisdn])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -74,6 +105,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.on_shutdown.append(unbind_first)
     app.router.add_post("/ussd/africastalking", _dialect_handler(africastalking))
     app.router.add_post("/ussd", _dialect_handler(json_api))
+    app.router.add_post("/sms", mo_sms)
+    app.router.add_get("/sms/outbound", outbound_sms)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

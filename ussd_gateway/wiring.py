@@ -22,6 +22,7 @@ from .actions import ActionContext, ServiceSettings, resolve_args
 from .backend import SubscriberBackend, build_backend
 from .config import Settings
 from .dispatcher import DispatchSettings, Dispatcher
+from .keywords import KeywordRouter
 from .metrics import Metrics
 
 
@@ -66,6 +67,7 @@ class Gateway:
     engine: Engine
     dispatcher: Dispatcher
     metrics: Metrics
+    keywords: KeywordRouter
     redis: aioredis.Redis | None = None
 
     async def close(self) -> None:
@@ -117,4 +119,5 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         ),
         metrics=metrics,
     )
-    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, redis_client)
+    keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
+    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)
