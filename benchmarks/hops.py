@@ -43,6 +43,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import (  # noqa: E402  (this directory: the script's own)
+    cpu_seconds as _cpu_seconds,
+    group_pids as _group_pids,
+    interrupt as _interrupt,
+    machine_busy_seconds as _machine_busy_seconds,
+    percentile,
+    stop_group,
+)
+from ussd_gateway.loadclient import read_response as _read_response  # noqa: E402  (shared with `ussd-gateway load`)
 from ussd_gateway.redis_server import RedisServer, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -79,22 +88,6 @@ class Tally:
             self.errors += 1
         if len(self.first_errors) < 5:
             self.first_errors.append(what)
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """(status code, body) of one HTTP/1.1 response framed by Content-Length."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = head[9:12]
-    lowered = head.lower()
-    at = lowered.find(b"\r\ncontent-length:")
-    if at < 0:
-        raise ValueError("response without Content-Length")
-    end = lowered.index(b"\r\n", at + 2)
-    length = int(lowered[at + 17 : end])
-    body = await reader.readexactly(length) if length else b""
-    if b"\r\nconnection: close" in lowered:
-        raise ConnectionResetError("server closed the keep-alive connection")
-    return status, body
 
 
 async def subscriber(number: int, port: int, concurrency: int, tally: Tally) -> None:
@@ -143,51 +136,7 @@ async def drive(port: int, concurrency: int, seconds: float) -> Tally:
     return tally
 
 
-def percentile(ordered: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
-
-
 # ---- the server under test --------------------------------------------------------------
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent busy so far (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
-
-
 def _listeners(port: int) -> int:
     """Sockets listening on 127.0.0.1:port (one per worker with SO_REUSEPORT)."""
     wanted = f"0100007F:{port:04X}"
@@ -219,21 +168,6 @@ def wait_healthy(
             pass
         time.sleep(0.05)
     raise RuntimeError(f"the server did not answer /healthz within {timeout_s:.0f} s:\n{log_path.read_text()[-2000:]}")
-
-
-def stop_group(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (workers included), SIGKILL if it lingers."""
-    if server.poll() is not None:
-        return
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        server.wait(timeout=10)
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -306,11 +240,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if tally.first_errors:
         result["first_errors"] = tally.first_errors
     return result
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and Redis."""
-    raise KeyboardInterrupt
 
 
 def main() -> int:

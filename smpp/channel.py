@@ -199,10 +199,15 @@ class SmppChannel:
         return smpp_pdu.ESME_ROK
 
     def _code_of(self, bind: BindSettings, fields: dict[str, Any]) -> str:
-        """The service code of a continuing dialogue: the destination it was sent to."""
+        """The service code of a continuing dialogue: the destination it was sent to,
+        without the inputs of a shortcut dial (`*090*2*1#` continues as `*090#`)."""
         destination = str(fields.get("destination_addr", ""))
         code = destination if destination.startswith("*") else "*" + destination
-        return code if code.endswith("#") else code + "#"
+        code = code if code.endswith("#") else code + "#"
+        try:
+            return split_service_code(code)[0]
+        except BadRequest:
+            return code
 
     async def _send_screen(self, bind: BindSettings, submit: dict[str, Any], deadline: float, msisdn: str) -> None:
         """Hand a USSD screen to the link, or drop it once the dialogue's deadline passed."""

@@ -160,6 +160,7 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._flush_scheduled = False
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -184,7 +185,12 @@ class _Connection(asyncio.Protocol):
 
     # -- driving the session --------------------------------------------------------
     def pump(self) -> None:
-        """Handle the session's events, write its bytes, re-arm its timer."""
+        """Handle the session's events, write its bytes, re-arm its timer.
+
+        The bytes go out at the end of this turn of the event loop, not at once: the
+        PDUs that the turn's callbacks and tasks produce (deliver_sm_resps, screens'
+        submit_sms, ...) then leave in one write, one syscall and one loopback or
+        network segment instead of one each. The session keeps them in order."""
         close_reason: str | None = None
         while (event := self.session.next_event()) is not None:
             if isinstance(event, ConnectionShouldClose):
@@ -194,15 +200,26 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        data = self.session.data_to_send()
-        if data:
-            transport.write(data)
         self._link._window_changed()
         if close_reason is not None:
+            self._flush()
             self._link._log.info("smpp.connection_closing", role=self.role, reason=close_reason)
             transport.close()  # flushes what was just written (an unbind_resp, say)
             return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
         self._arm_timer()
+
+    def _flush(self) -> None:
+        """Write what the session has to send (see `pump`)."""
+        self._flush_scheduled = False
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        data = self.session.data_to_send()
+        if data:
+            transport.write(data)
 
     def _arm_timer(self) -> None:
         when = self.session.get_timer()

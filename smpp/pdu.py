@@ -145,11 +145,50 @@ class _Codec:
     params_order: ClassVar[tuple[str, ...]]
     command: str
 
+    _optional: ClassVar[frozenset[str]]
+    """The schema's optional fields (TLVs), worked out once per class: smpplib's
+    `field_is_optional` does it per field per PDU, a tenth of the codec's time."""
+    _mandatory: ClassVar[tuple[str, ...]]
+    _plan: ClassVar[tuple[tuple[str, Any, bool], ...]]
+    """(field, type, optional) in wire order, for `generate_params`."""
+    _none_by_default: ClassVar[frozenset[str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        forced = getattr(cls, "mandatory_fields", ())
+        cls._optional = frozenset(f for f in cls.params if f not in forced and f in _consts.OPTIONAL_PARAMS)
+        cls._mandatory = tuple(f for f in cls.params_order if f not in cls._optional)
+        cls._plan = tuple((f, cls.params[f].type, f in cls._optional) for f in cls.params_order)
+        for name in cls.params:
+            # smpplib's __init__ sets every field to None on each instance (~40 setattr
+            # calls); a class-level None reads the same and lets `_set_vars` skip them.
+            if not hasattr(cls, name):
+                setattr(cls, name, None)
+        cls._none_by_default = frozenset(name for name in cls.params if getattr(cls, name) is None)
+
     def __init__(self, command: str, *, sequence: int, **kwargs: Any) -> None:
         super().__init__(command, sequence=sequence, client=_NoClient(), **kwargs)  # type: ignore[call-arg]
         self.sequence = sequence  # smpplib ignores the kwarg (see module docstring)
         self.present: list[str] = []
         """Field names found while parsing, in wire order."""
+
+    def _set_vars(self, **kwargs: Any) -> None:
+        """smpplib's: set each attribute that is missing or None. Setting None over a
+        field that reads None by default changes nothing, so it is skipped."""
+        none_by_default = self._none_by_default
+        for key, value in kwargs.items():
+            if value is None and key in none_by_default:
+                continue
+            if getattr(self, key, None) is None:
+                setattr(self, key, value)
+
+    def field_is_optional(self, field: str) -> bool:
+        """smpplib's rule (not forced mandatory, and a known TLV name), cached per class."""
+        if field in self._optional:
+            return True
+        if field in self.params:
+            return False
+        return _sc.Command.field_is_optional(self, field)  # type: ignore[arg-type]
 
     # -- parsing ----------------------------------------------------------------
     def parse(self, data: bytes) -> None:
@@ -161,7 +200,14 @@ class _Codec:
 
     def mandatory(self) -> list[str]:
         """Mandatory fields in wire order."""
-        return [f for f in self.params_order if not self.field_is_optional(f)]  # type: ignore[attr-defined]
+        return list(self._mandatory)
+
+    def _parse_int(self, name: str, data: bytes, pos: int) -> tuple[bytes, int]:
+        """smpplib's (big-endian, the field's size), without slicing a copy first."""
+        size = self.params[name].size
+        (value,) = _INT_STRUCTS[size].unpack_from(data, pos)
+        setattr(self, name, value)
+        return data, pos + size
 
     def parse_params(self, data: bytes) -> None:
         """Parse the mandatory fields, then the TLVs; every bound is checked.
@@ -171,7 +217,7 @@ class _Codec:
         mandatory field must be there."""
         pos = 0
         end = len(data)
-        for name in self.mandatory():
+        for name in self._mandatory:
             if pos == end and self.command.endswith("_resp"):
                 break  # responses may stop early (error status: no body)
             param = self.params[name]
@@ -210,7 +256,7 @@ class _Codec:
             value = data[pos : pos + length]
             pos += length
             name = by_code.get(tag)
-            if name is None or name not in self.params or not self.field_is_optional(name):  # type: ignore[attr-defined]
+            if name is None or name not in self._optional or name not in self.params:
                 continue
             param = self.params[name]
             if param.type is int:
@@ -227,10 +273,47 @@ class _Codec:
                 self.present.append(name)
 
     # -- encoding ---------------------------------------------------------------
+    def generate_params(self) -> bytes:
+        """smpplib's `Command.generate_params` (same `prep`, same per-field generators,
+        same order and omissions), over the per-class plan and joined once."""
+        prep = getattr(self, "prep", None)
+        if callable(prep):
+            prep()
+        parts = []
+        for name, kind, optional in self._plan:
+            if optional:
+                if kind is int:
+                    value = self._generate_int_tlv(name)
+                elif kind is str:
+                    value = self._generate_string_tlv(name)
+                elif kind is _ostr:
+                    value = self._generate_ostring_tlv(name)
+                else:
+                    continue
+                if value:
+                    parts.append(value)
+            elif kind is int:
+                parts.append(self._generate_int(name))
+            elif kind is str:
+                parts.append(self._generate_string(name))  # type: ignore[attr-defined]
+            elif kind is _ostr:
+                value = self._generate_ostring(name)  # type: ignore[attr-defined]
+                if value:
+                    parts.append(value)
+        return b"".join(parts)
+
     def _generate_int(self, name: str) -> bytes:
         """smpplib writes one NUL for 0/None whatever the size; pack to size."""
         param = self.params[name]
         return struct.pack(">" + _consts.INT_PACK_FORMATS[param.size], getattr(self, name) or 0)
+
+    def _generate_int_tlv(self, name: str) -> bytes | None:
+        """smpplib's, returning at once for an absent TLV (most of them, every PDU)."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        size = self.params[name].size
+        return struct.pack(">HH" + _consts.INT_PACK_FORMATS[size], _consts.OPTIONAL_PARAMS[name], size, value)
 
     def _generate_string_tlv(self, name: str) -> bytes | None:
         """smpplib UTF-8 encodes, truncates, and drops "": latin-1, exact, "" = NUL."""
@@ -248,6 +331,7 @@ class _Codec:
         return struct.pack(">HH", _consts.OPTIONAL_PARAMS[name], len(value)) + bytes(value)
 
 
+_INT_STRUCTS = {size: struct.Struct(">" + fmt) for size, fmt in _consts.INT_PACK_FORMATS.items()}
 _TLV_NAMES: dict[int, str] = {}
 
 

@@ -433,6 +433,9 @@ class SmscSimulator:
             "destination_addr": short_code,
             "esm_class": 0,
             "data_coding": coding,
+            # The handset's message reference (TP-MR): two MOs with the same text are two
+            # messages (the gateway dedupes resends by it), as "XN" sent twice must be.
+            "user_message_reference": next(self._umr) % 0x10000,
         }
         if len(payload) > 254:
             fields["message_payload"] = payload
@@ -473,15 +476,23 @@ class SmscSimulator:
         """
         return await self._next_mt(msisdn, timeout, after=0)
 
-    async def _next_mt(self, msisdn: str | None, timeout: float, *, after: int) -> MtSms:
+    async def _next_mt(self, msisdn: str | None, timeout: float, *, after: int, sender: str | None = None) -> MtSms:
         def take() -> MtSms | None:
             for index, (serial, sms) in enumerate(self._mts):
-                if serial > after and (msisdn is None or _same_number(sms.to, msisdn)):
+                if serial > after and (msisdn is None or _same_number(sms.to, msisdn)) and (sender is None or sms.sender == sender):
                     del self._mts[index]
                     return sms
             return None
 
         return await self._wait_for("mt", take, timeout)
+
+    def _next_mt_now(self, msisdn: str) -> MtSms | None:
+        """Take the oldest queued MT to `msisdn` without waiting; None when there is none."""
+        for index, (_serial, sms) in enumerate(self._mts):
+            if _same_number(sms.to, msisdn):
+                del self._mts[index]
+                return sms
+        return None
 
     async def wait_deliver_resp(self, sequence: int, timeout: float = 5.0) -> int:
         """Wait for the ESME's `deliver_sm_resp` to our `deliver_sm` `sequence`; its status."""
@@ -1034,6 +1045,9 @@ def _control_app(sim: SmscSimulator) -> web.Application:
         msisdn, short_code, text = _field(body, "msisdn", str), _field(body, "short_code", str), _field(body, "text", str)
         data_coding = _field(body, "data_coding", int, None)
         timeout = _timeout(body, 3.0)
+        # `reply_from`: only an MT from this sender is the reply (a purchase confirmation
+        # drained at the same moment is left queued for GET /mt).
+        reply_from = _field(body, "reply_from", str, None)
         mark = sim._mt_serial  # MTs accepted before the MO are not its reply
         try:
             await sim.send_mo(msisdn, short_code, text, data_coding=data_coding)
@@ -1042,10 +1056,32 @@ def _control_app(sim: SmscSimulator) -> web.Application:
         except SmscError as error:
             return _bad(str(error), 409)
         try:
-            reply = await sim._next_mt(msisdn, timeout, after=mark)
+            reply = await sim._next_mt(msisdn, timeout, after=mark, sender=reply_from)
         except TimeoutError:
             return web.json_response({"reply": None})
         return web.json_response({"reply": reply.text, "parts": reply.parts})
+
+    async def mt(request: web.Request) -> web.Response:
+        """Take every MT SMS queued for `msisdn` (waiting up to `timeout` seconds for
+        the first one; 0: do not wait): what a handset received. Replays use it for
+        "expect an SMS" (a purchase confirmation drained through the bind)."""
+        msisdn = request.query.get("msisdn", "")
+        if not msisdn:
+            return _bad("'msisdn' is required")
+        try:
+            timeout = float(request.query.get("timeout", "0"))
+        except ValueError:
+            return _bad("'timeout' must be a number of seconds")
+        if not 0 <= timeout <= 60:
+            return _bad("'timeout' must be in [0, 60] seconds")
+        taken: list[MtSms] = []
+        try:
+            taken.append(await sim._next_mt(msisdn, timeout, after=0) if timeout else sim._next_mt_now(msisdn))
+        except TimeoutError:
+            pass
+        while (more := sim._next_mt_now(msisdn)) is not None:
+            taken.append(more)
+        return web.json_response({"sms": [{"to": s.to, "from": s.sender, "text": s.text, "parts": s.parts} for s in taken if s is not None]})
 
     async def receipt(request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -1113,6 +1149,7 @@ def _control_app(sim: SmscSimulator) -> web.Application:
     app.router.add_post("/ussd/{id}/abort", ussd_abort)
     app.router.add_post("/mo", mo)
     app.router.add_post("/receipt", receipt)
+    app.router.add_get("/mt", mt)
     app.router.add_get("/pdus", pdus)
     app.router.add_get("/binds", binds)
     app.router.add_post("/faults", faults)

@@ -383,3 +383,12 @@ class TestDeadlinesAndDurability:
             await client.close()
         finally:
             await smsc.stop()
+
+
+class TestShortcutDialOverSmpp:
+    async def test_shortcut_then_continue(self, rig: Rig) -> None:
+        """*090*2*1# lands on the data list, and the next answers continue that dialogue."""
+        dialogue, screen = await rig.dial(code="*090*2*1#")
+        assert "Goi Data:" in screen.text
+        detail = await rig.walk(dialogue, "1")
+        assert "Goi D15" in detail.text and "Dang ky?" in detail.text

@@ -1,4 +1,4 @@
-"""The `ussd-gateway` command: serve, menus check, sim, feedback."""
+"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback."""
 
 from __future__ import annotations
 
@@ -142,6 +142,77 @@ def menus_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- menus graph --------------------------------------------------------------------------
+def menus_graph(args: argparse.Namespace) -> int:
+    from menus.compiler import MenuError, load_menus
+    from menus.graph import GraphvizMissing, render_graph
+    from menus.text import ScreenBudget
+
+    settings = _settings(args)
+    directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
+    try:
+        menus = load_menus(directory)
+    except MenuError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        print("The menu definitions do not compile; run `ussd-gateway menus check`.", file=sys.stderr)
+        return 1
+    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
+    demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
+    try:
+        drawing = render_graph(menus, args.format, lang=args.lang, budget=budget, demo_data=demo)
+    except GraphvizMissing as error:
+        print(f"menus graph: {error}", file=sys.stderr)
+        return 2
+    if args.output:
+        Path(args.output).write_bytes(drawing)
+        print(f"wrote {args.output} ({args.format}, {len(drawing):,} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(drawing)
+        sys.stdout.flush()
+    return 0
+
+
+# ---- load ---------------------------------------------------------------------------------
+def load(args: argparse.Namespace) -> int:
+    from .load import LoadOptions, main as load_main, validate
+
+    options = LoadOptions(
+        sessions=args.sessions,
+        concurrency=args.concurrency,
+        url=args.url,
+        smpp=args.smpp,
+        channel=args.channel,
+        transcript=args.transcript,
+        deadline_ms=args.deadline_ms,
+        timeout_s=args.timeout,
+        max_seconds=args.max_seconds,
+        msisdn_prefix=args.msisdn_prefix,
+        seed=args.seed,
+        progress=not args.no_progress,
+        keep_msisdn=args.keep_msisdn,
+    )
+    problems = validate(options)
+    if args.transcript and not Path(args.transcript).is_file():
+        problems.append(f"--transcript {args.transcript}: no such file")
+    elif args.transcript:
+        from .transcripts import TranscriptError, load_transcript
+
+        try:
+            load_transcript(args.transcript)
+        except TranscriptError as error:
+            problems.append(str(error))
+    for problem in problems:
+        print(f"load: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    try:
+        return load_main(options, as_json=args.json)
+    except KeyboardInterrupt:  # before the run had started (its own handler takes over then)
+        print("load: interrupted before the run started", file=sys.stderr)
+        return 130
+
+
 # ---- feedback -----------------------------------------------------------------------------
 def feedback_list(args: argparse.Namespace) -> int:
     from .backend import build_backend
@@ -225,13 +296,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dir", help="a folder of definitions (default: the configured or packaged one)")
     c.set_defaults(func=menus_check)
 
+    g = menus.add_parser("graph", help="draw every menu: screens, options, actions, paging (Mermaid, DOT or SVG)")
+    g.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid", help="default mermaid; svg runs Graphviz's `dot`")
+    g.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    g.add_argument("--lang", choices=("vi", "vi_dau", "en"), default="vi", help="the language of labels (default vi)")
+    g.add_argument("--config")
+    g.add_argument("--dir", help="a folder of definitions (default: the configured or packaged one)")
+    g.set_defaults(func=menus_graph)
+
     s = commands.add_parser("sim", help="an interactive phone in the terminal")
     s.add_argument("code", nargs="?", default="*090#", help="the USSD code to dial (default *090#)")
     s.add_argument("--url", default="http://127.0.0.1:8080", help="the server (default the local one)")
     s.add_argument("--msisdn", default="84901234567", help="the subscriber (default the demo's 84901234567)")
     s.add_argument("--lang", choices=("vi", "vi_dau", "en"), help="the handset language")
     s.add_argument("--smpp", metavar="HOST:PORT", help="dial through `ussd-gateway smsc`'s control API (e.g. 127.0.0.1:2776) instead of HTTP")
+    s.add_argument("--record", metavar="FILE", help="write the session played as a transcript to FILE (see docs/transcripts.md)")
     s.set_defaults(func=_sim)
+
+    r = commands.add_parser("replay", help="run session transcripts against a running server (docs/transcripts.md)")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="transcript files or folders of *.toml (e.g. sessions/transcripts)")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the server over HTTP (default http://127.0.0.1:8080)")
+    where.add_argument("--smpp", metavar="HOST:PORT", help="the SMSC simulator's control API the server is bound to (e.g. 127.0.0.1:2776)")
+    r.add_argument("--channel", choices=("africastalking", "json", "smpp"), help="default: json with --url, smpp with --smpp")
+    r.add_argument("--concurrency", type=int, default=8, help="transcripts at once (one subscriber's run in turn; default 8)")
+    r.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per transcript) for CI")
+    r.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a variable for {NAME} (repeatable; e.g. msisdn=84910000001)")
+    r.add_argument("--step-timeout", type=float, default=10.0, help="seconds a step may take before it fails (default 10)")
+    r.set_defaults(func=_replay)
 
     m = commands.add_parser("smsc", help="an SMPP SMSC simulator to bind the gateway to (development, tests)")
     m.add_argument("--host", default="127.0.0.1")
@@ -242,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--enquire-link", type=float, default=30.0, help="seconds between our enquire_link (0: never)")
     m.add_argument("--quiet", action="store_true", help="do not print every PDU")
     m.set_defaults(func=smsc)
+
+    ld = commands.add_parser("load", help="drive many simulated subscribers against a running server")
+    ld.add_argument("--url", default="http://127.0.0.1:8080", help="the server (default the local one)")
+    ld.add_argument("--smpp", metavar="HOST:PORT", help="dial through `ussd-gateway smsc`'s control API instead of HTTP")
+    ld.add_argument("--channel", choices=("africastalking", "json"), default="africastalking", help="HTTP dialect (default africastalking)")
+    ld.add_argument("--sessions", type=int, default=100, help="dialogues to run (default 100)")
+    ld.add_argument("--concurrency", type=int, default=10, help="virtual subscribers at once, one connection each (default 10)")
+    ld.add_argument("--transcript", metavar="FILE", help="run this transcript ({msisdn} set per dialogue) instead of the built-in mix")
+    ld.add_argument("--deadline-ms", type=float, default=1000.0, help="the gateway's per-screen deadline (default 1000)")
+    ld.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for one hop before counting a timeout (default 5)")
+    ld.add_argument("--max-seconds", type=float, default=300.0, help="stop after this long whatever is left (default 300)")
+    ld.add_argument("--msisdn-prefix", default="8497", help="numbers dialled: this prefix + digits up to 11 (default 8497)")
+    ld.add_argument("--seed", type=int, help="repeat the same mix and numbers")
+    ld.add_argument("--keep-msisdn", action="store_true", help="a transcript naming its subscriber: every dialogue from that number (default: each its own)")
+    ld.add_argument("--json", action="store_true", help="print one JSON object")
+    ld.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    ld.set_defaults(func=load)
 
     f = commands.add_parser("feedback", help="subscribers' feedback").add_subparsers(dest="feedback_command", required=True)
     fl = f.add_parser("list", help="print the latest feedback, newest first, one JSON object a line")
@@ -258,7 +367,37 @@ def _sim(args: argparse.Namespace) -> int:
     if args.smpp and args.lang:
         print("sim: --lang works over HTTP only; over SMPP choose the language in menu 7", file=sys.stderr)
         return 2
-    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp)
+    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp, record=args.record)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import parse_vars, replay
+
+    channel = args.channel or ("smpp" if args.smpp else "json")
+    if channel == "smpp" and not args.smpp:
+        print("replay: --channel smpp needs --smpp HOST:PORT (the SMSC simulator's control API)", file=sys.stderr)
+        return 2
+    if channel != "smpp" and args.smpp:
+        print(f"replay: --smpp drives the SMPP channel; drop --channel {channel} or use --url", file=sys.stderr)
+        return 2
+    if args.concurrency < 1 or not 0 < args.step_timeout <= 120:
+        print("replay: --concurrency must be at least 1 and --step-timeout in (0, 120] seconds", file=sys.stderr)
+        return 2
+    try:
+        variables = parse_vars(args.var)
+    except ValueError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 2
+    return replay(
+        args.paths,
+        channel=channel,
+        url=args.url or "http://127.0.0.1:8080",
+        smpp=args.smpp,
+        concurrency=args.concurrency,
+        junit=args.junit,
+        variables=variables,
+        step_timeout_s=args.step_timeout,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,6 +85,20 @@ class SmppSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """Live recording of dialogues as replayable transcripts (docs/transcripts.md)."""
+
+    enabled: bool = False
+    sample_rate: float = 0.01
+    """Share of dialogues recorded, chosen by session id (all hops of one or none)."""
+    directory: str = "recordings"
+    max_open: int = 1000
+    """Dialogues buffered at once, at most; more are not recorded (memory stays bounded)."""
+    idle_s: float = 300.0
+    """A dialogue with no hop for this long is written as abandoned."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
@@ -94,6 +108,7 @@ class Settings:
     services: ServiceSettingsConfig = field(default_factory=ServiceSettingsConfig)
     log: LogSettings = field(default_factory=LogSettings)
     smpp: SmppSettings = field(default_factory=SmppSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""
@@ -116,6 +131,13 @@ def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if isinstance(expected, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
     if isinstance(expected, int):
         try:
             if isinstance(value, bool) or (isinstance(value, float)):
@@ -229,5 +251,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"[backend] kind must be 'demo' or 'http', got {settings.backend.kind!r}")
     if settings.backend.kind == "http" and not settings.backend.http_url:
         raise ConfigError("[backend] kind = 'http' needs http_url (the billing API's base URL)")
+    r = settings.recording
+    if not 0 <= r.sample_rate <= 1:
+        raise ConfigError(f"[recording] sample_rate must be between 0 and 1, got {r.sample_rate}")
+    if r.max_open < 1 or r.idle_s <= 0:
+        raise ConfigError("[recording] max_open must be at least 1 and idle_s positive")
     if settings.screen.default_language not in ("vi", "vi_dau", "en"):
         raise ConfigError(f"[screen] default_language must be vi, vi_dau or en, got {settings.screen.default_language!r}")

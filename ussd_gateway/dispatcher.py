@@ -76,6 +76,7 @@ class Dispatcher:
         settings: DispatchSettings = DispatchSettings(),
         metrics: Metrics | None = None,
         clock: Any = time.time,
+        recorder: Any = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -86,6 +87,9 @@ class Dispatcher:
         self._tokens = itertools.count()
         self._token_prefix = f"{os.getpid()}-{os.urandom(3).hex()}-"
         self._background: set[asyncio.Task[None]] = set()
+        self.recorder = recorder
+        """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.recording.
+        LiveRecorder), told of every answered hop; its failures never reach the hop."""
 
     def busy_reply(self, lang: str | None = None) -> Reply:
         return Reply(self.engine.system_text("busy", lang or self.settings.default_lang), end=True)
@@ -119,6 +123,11 @@ class Dispatcher:
             end=answer.reply.end,
             latency_ms=round(elapsed * 1000, 2),
         )
+        if self.recorder is not None:
+            try:
+                self.recorder.observe(hop, answer.reply, answer.outcome)
+            except Exception:
+                self.log.exception("recorder_failed", session_id=hop.session_id)
         return answer
 
     async def _handle(self, hop: Hop) -> _Answer:

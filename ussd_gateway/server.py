@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -16,6 +18,8 @@ from .wiring import Gateway, build_gateway
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
 """The SMPP channel (`smpp.channel.SmppChannel`) when binds are configured."""
+GRAPH_CACHE = web.AppKey("menus_graph", dict)
+"""GET /menus/graph's renderings, per format (the menus do not change while serving)."""
 
 
 def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
@@ -71,9 +75,48 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "store unreachable"}, status=503)
 
 
+STATIC_DIR = Path(__file__).parent / "static"
+# The web phone loads only its own files and talks only to this server.
+_SIM_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def web_phone(request: web.Request) -> web.FileResponse:
+    """`GET /sim`: the web phone (a USSD dialog, an SMS inbox and the trace)."""
+    return web.FileResponse(STATIC_DIR / "sim.html", headers=_SIM_HEADERS)
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[GATEWAY].metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+_GRAPH_TYPES = {"svg": "image/svg+xml", "mermaid": "text/plain", "dot": "text/vnd.graphviz"}
+
+
+async def menus_graph(request: web.Request) -> web.Response:
+    """The menu map (`?format=svg|mermaid|dot`, default svg), rendered once per format."""
+    from menus.graph import GraphvizMissing, render_graph
+
+    fmt = request.query.get("format", "svg")
+    if fmt not in _GRAPH_TYPES:
+        return web.json_response({"error": f"format must be one of {', '.join(_GRAPH_TYPES)}"}, status=400)
+    gateway = request.app[GATEWAY]
+    cache: dict[str, bytes] = request.app[GRAPH_CACHE]
+    if fmt not in cache:
+        settings = gateway.settings
+        demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
+        render = functools.partial(render_graph, gateway.menus, fmt, budget=gateway.engine.budget, demo_data=demo)
+        try:
+            cache[fmt] = await asyncio.get_running_loop().run_in_executor(None, render)
+        except GraphvizMissing as error:
+            return web.json_response({"error": str(error)}, status=503)
+    charset = None if fmt == "svg" else "utf-8"
+    return web.Response(body=cache[fmt], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
@@ -110,4 +153,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app[GRAPH_CACHE] = {}
+    app.router.add_get("/menus/graph", menus_graph)
+    app.router.add_get("/sim", web_phone)
+    app.router.add_static("/static/", STATIC_DIR, name="static")
     return app

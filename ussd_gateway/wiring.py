@@ -24,6 +24,7 @@ from .config import Settings
 from .dispatcher import DispatchSettings, Dispatcher
 from .keywords import KeywordRouter
 from .metrics import Metrics
+from .recording import build_recorder
 
 
 class ActionRunner:
@@ -71,6 +72,9 @@ class Gateway:
     redis: aioredis.Redis | None = None
 
     async def close(self) -> None:
+        flush = getattr(self.dispatcher.recorder, "flush", None)
+        if flush is not None:
+            await flush()  # write the dialogues still open (LiveRecorder logs its own errors)
         await self.backend.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -118,6 +122,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
             default_lang=settings.screen.default_language,
         ),
         metrics=metrics,
+        recorder=build_recorder(settings.recording),
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
     return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)
