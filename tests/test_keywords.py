@@ -7,7 +7,7 @@ import pytest
 
 from menus.compiler import load_menus
 from sessions.memory import MemoryStore
-from ussd_gateway.actions import ServiceSettings
+from ussd_gateway.config import ServiceSettings
 from ussd_gateway.backend import build_backend
 from ussd_gateway.keywords import KeywordRouter, normalise_keyword_text
 

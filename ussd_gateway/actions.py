@@ -19,6 +19,7 @@ from sessions.record import SessionRecord
 from sessions.store import OutboundSms, SessionStore
 
 from .advice import suggest
+from .config import ServiceSettings
 from .backend.port import (
     CYCLE_DAYS,
     Account,
@@ -28,18 +29,6 @@ from .backend.port import (
     Package,
     SubscriberBackend,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSettings:
-    """Knobs the services need beyond the menus."""
-
-    kndl_confirm_s: int = 600
-    """How long a KNDL `DK` waits for its `XN` (USSD or SMS)."""
-    kndl_short_code: str = "9237"
-    package_short_code: str = "999"
-    sms_sender: str = "MobiFone"
-    hotline: str = "9090"
 
 
 Words = Callable[..., str]

@@ -63,8 +63,11 @@ class BackendSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceSettingsConfig:
+class ServiceSettings:
+    """Knobs the services need beyond the menus (`[services]`)."""
+
     kndl_confirm_s: int = 600
+    """How long a KNDL `DK` waits for its `XN` (USSD or SMS)."""
     kndl_short_code: str = "9237"
     package_short_code: str = "999"
     sms_sender: str = "MobiFone"
@@ -105,7 +108,7 @@ class Settings:
     screen: ScreenSettings = field(default_factory=ScreenSettings)
     menus: MenuSettings = field(default_factory=MenuSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
-    services: ServiceSettingsConfig = field(default_factory=ServiceSettingsConfig)
+    services: ServiceSettings = field(default_factory=ServiceSettings)
     log: LogSettings = field(default_factory=LogSettings)
     smpp: SmppSettings = field(default_factory=SmppSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)

@@ -41,14 +41,12 @@ class DispatchSettings:
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower, once a hop
-class _Answer:
+class HopResult:
     reply: Reply
     outcome: str
     """begin, continue, replay, busy, error, unknown_service, expired, abort, ended"""
     screen: str
 
-
-HopResult = _Answer
 
 
 def new_inputs(history: str, seen: str) -> tuple[str, ...] | None:
@@ -98,7 +96,7 @@ class Dispatcher:
         """Answer one hop; never raises (a failure is a busy END, logged)."""
         return (await self.answer(hop)).reply
 
-    async def answer(self, hop: Hop) -> "HopResult":
+    async def answer(self, hop: Hop) -> HopResult:
         """Like `handle`, with the outcome too: the SMPP channel must not send a screen
         again for a hop answered from the saved reply (a resent deliver_sm)."""
         started = time.perf_counter()
@@ -106,10 +104,10 @@ class Dispatcher:
             async with asyncio.timeout(self.settings.hop_deadline_s):
                 answer = await self._handle(hop)
         except (DependencyDown, TimeoutError) as exc:
-            answer = _Answer(self.busy_reply(hop.language), "busy", "")
+            answer = HopResult(self.busy_reply(hop.language), "busy", "")
             self.log.warning("dependency_down", error=str(exc) or exc.__class__.__name__, session_id=hop.session_id)
         except Exception:  # a bug: the subscriber still gets a polite END, we get the trace
-            answer = _Answer(self.busy_reply(hop.language), "error", "")
+            answer = HopResult(self.busy_reply(hop.language), "error", "")
             self.log.exception("hop_failed", session_id=hop.session_id, msisdn=mask_msisdn(hop.msisdn))
         elapsed = time.perf_counter() - started
         self.metrics.observe_hop(hop.channel, answer.outcome, elapsed)
@@ -130,16 +128,16 @@ class Dispatcher:
                 self.log.exception("recorder_failed", session_id=hop.session_id)
         return answer
 
-    async def _handle(self, hop: Hop) -> _Answer:
+    async def _handle(self, hop: Hop) -> HopResult:
         if not self.engine.serves(hop.service_code):
             text = self.engine.system_text("unknown_service", hop.language or self.settings.default_lang)
-            return _Answer(Reply(text, end=True), "unknown_service", "")
+            return HopResult(Reply(text, end=True), "unknown_service", "")
         token = self._token_prefix + str(next(self._tokens))
         hop_key = hop.hop_key or ("begin" if hop.kind is HopKind.BEGIN else "")
         loaded = await self._lock(hop, hop_key, token)
         if loaded.status is LoadStatus.REPLAY:
             text, end = orjson.loads(loaded.reply or b'["", true]')
-            return _Answer(Reply(text, end), "replay", "")
+            return HopResult(Reply(text, end), "replay", "")
         committed = False
         try:
             answer, record, lang = await self._step(hop, loaded.record, loaded.lang)
@@ -180,7 +178,7 @@ class Dispatcher:
 
     async def _step(
         self, hop: Hop, raw_record: bytes | None, saved_lang: str | None
-    ) -> tuple[_Answer, SessionRecord | None, str | None]:
+    ) -> tuple[HopResult, SessionRecord | None, str | None]:
         """Move the dialogue; returns the answer, the record to save (None: save
         nothing) and a language to remember (None: unchanged)."""
         now = self.clock()
@@ -195,13 +193,13 @@ class Dispatcher:
                 # Released by the network or the subscriber: keep it resumable.
                 previous.updated = now
                 self.metrics.count_session(self.metrics.sessions_ended, channel, "abort")
-                return _Answer(Reply("", end=True), "abort", previous.screen), previous, None
-            return _Answer(Reply("", end=True), "abort", ""), None, None
+                return HopResult(Reply("", end=True), "abort", previous.screen), previous, None
+            return HopResult(Reply("", end=True), "abort", ""), None, None
 
         if same and previous is not None:
             record = previous
             if record.ended:
-                return _Answer(self.engine.render(record), "ended", record.screen), None, None
+                return HopResult(self.engine.render(record), "ended", record.screen), None, None
             if hop.history is not None:
                 inputs = new_inputs(hop.history, record.history)
                 if inputs is None:  # the gateway's history diverged: show where we are
@@ -216,7 +214,7 @@ class Dispatcher:
             if hop.kind is HopKind.CONTINUE and hop.history is None:
                 self.metrics.count_session(self.metrics.sessions_timed_out, channel)
                 lang = hop.language or saved_lang or self.settings.default_lang
-                return _Answer(Reply(self.engine.system_text("expired", lang), end=True), "expired", ""), None, None
+                return HopResult(Reply(self.engine.system_text("expired", lang), end=True), "expired", ""), None, None
             if previous is not None and not previous.ended:
                 self.metrics.count_session(self.metrics.sessions_timed_out, channel)
             inputs = tuple(hop.history.split("*")) if hop.history else hop.inputs
@@ -238,4 +236,4 @@ class Dispatcher:
             record.ended = True
             self.metrics.count_session(self.metrics.sessions_ended, channel, "end")
         remember = step.lang_changed or (hop.language if hop.language and hop.language != saved_lang else None)
-        return _Answer(step.reply, outcome, f"{record.menu}:{record.screen}"), record, remember
+        return HopResult(step.reply, outcome, f"{record.menu}:{record.screen}"), record, remember

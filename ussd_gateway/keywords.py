@@ -17,7 +17,7 @@ from typing import Any
 
 from sessions.store import SessionStore
 
-from .actions import ServiceSettings
+from .config import ServiceSettings
 from .backend.port import SubscriberBackend
 
 MAX_SMS_TEXT = 1600

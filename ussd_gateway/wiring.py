@@ -1,5 +1,5 @@
 """Builds the parts of a running gateway from its settings: store, backend, menus,
-engine, dispatcher. Shared by the HTTP app and (later) the SMPP channel."""
+engine, dispatcher, keyword router. Shared by the HTTP app and the SMPP channel."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from menus.engine import Engine
 from menus.model import MenuSet, Screen
 from menus.text import ScreenBudget
 
-from .actions import ActionContext, ServiceSettings, resolve_args
+from .actions import ActionContext, resolve_args
 from .backend import SubscriberBackend, build_backend
-from .config import Settings
+from .config import ServiceSettings, Settings
 from .dispatcher import DispatchSettings, Dispatcher
 from .keywords import KeywordRouter
 from .metrics import Metrics
@@ -103,7 +103,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         http_timeout_s=b.http_timeout_ms / 1000,
         http_token=b.http_token or None,
     )
-    service_settings = ServiceSettings(**{k: getattr(settings.services, k) for k in ServiceSettings.__dataclass_fields__})
+    service_settings = settings.services
     runner = ActionRunner(menus, backend, store, service_settings)
     engine = Engine(
         menus,
