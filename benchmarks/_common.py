@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,3 +130,36 @@ def stop_group(server: subprocess.Popen[bytes]) -> None:
 def interrupt(signum: int, frame: object) -> None:
     """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and Redis."""
     raise KeyboardInterrupt
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a benchmark phase measured (only what finished inside the window counts)."""
+
+    window_start: float = 0.0
+    window_end: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_errors: list[str] = field(default_factory=list)
+
+    def error(self, now: float, what: str) -> None:
+        if self.window_start <= now <= self.window_end:
+            self.errors += 1
+        if len(self.first_errors) < 5:
+            self.first_errors.append(what)
+
+    def summary(self, seconds: float, per_s: str) -> dict[str, object]:
+        ordered = sorted(self.latencies)
+        ms = 1000.0
+        result: dict[str, object] = {
+            "count": len(ordered),
+            per_s: round(len(ordered) / seconds, 1),
+            "p50_ms": round(percentile(ordered, 0.50) * ms, 2),
+            "p90_ms": round(percentile(ordered, 0.90) * ms, 2),
+            "p99_ms": round(percentile(ordered, 0.99) * ms, 2),
+            "max_ms": round(ordered[-1] * ms, 2) if ordered else None,
+            "errors": self.errors,
+        }
+        if self.first_errors:
+            result["first_errors"] = self.first_errors
+        return result

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import (  # noqa: E402  (this directory: the script's own)
+    Tally,
     cpu_seconds as _cpu_seconds,
     group_pids as _group_pids,
     interrupt as _interrupt,
@@ -71,23 +72,6 @@ _REQUEST_HEAD = (
     b"Content-Type: application/x-www-form-urlencoded\r\n"
     b"Content-Length: "
 )
-
-
-@dataclass(slots=True)
-class Tally:
-    """What the virtual subscribers measured (only hops finishing inside the window)."""
-
-    window_start: float = 0.0
-    window_end: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_errors: list[str] = field(default_factory=list)
-
-    def error(self, now: float, what: str) -> None:
-        if self.window_start <= now <= self.window_end:
-            self.errors += 1
-        if len(self.first_errors) < 5:
-            self.first_errors.append(what)
 
 
 async def subscriber(number: int, port: int, concurrency: int, tally: Tally) -> None:

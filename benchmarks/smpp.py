@@ -59,6 +59,7 @@ from _common import (  # noqa: E402
     server_env,
     server_executable,
     stop_group,
+    Tally,
 )
 from smpp.smsc import SmscError, SmscSimulator  # noqa: E402
 from ussd_gateway.redis_server import RedisServer, free_port  # noqa: E402
@@ -82,39 +83,6 @@ WINDOW = 10
 MO_SHORT_CODE = "9237"
 MO_TEXT = "DIEM"
 MO_EXPECTED = "diem"  # member or not, the points reply says "... diem ..."
-
-
-@dataclass(slots=True)
-class Tally:
-    """What one phase measured (only what finished inside the window counts)."""
-
-    window_start: float = 0.0
-    window_end: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    first_errors: list[str] = field(default_factory=list)
-
-    def error(self, now: float, what: str) -> None:
-        if self.window_start <= now <= self.window_end:
-            self.errors += 1
-        if len(self.first_errors) < 5:
-            self.first_errors.append(what)
-
-    def summary(self, seconds: float, per_s: str) -> dict[str, object]:
-        ordered = sorted(self.latencies)
-        ms = 1000.0
-        result: dict[str, object] = {
-            "count": len(ordered),
-            per_s: round(len(ordered) / seconds, 1),
-            "p50_ms": round(percentile(ordered, 0.50) * ms, 2),
-            "p90_ms": round(percentile(ordered, 0.90) * ms, 2),
-            "p99_ms": round(percentile(ordered, 0.99) * ms, 2),
-            "max_ms": round(ordered[-1] * ms, 2) if ordered else None,
-            "errors": self.errors,
-        }
-        if self.first_errors:
-            result["first_errors"] = self.first_errors
-        return result
 
 
 # ---- phase 1: USSD dialogues ------------------------------------------------------------------
