@@ -144,8 +144,8 @@ class Engine:
         screen = self.menus.screen(f"{record.menu}:{record.screen}")
         if screen.kind == "end":
             return  # the dialogue is over; show the END screen again
-        pages = self._pages(record)
-        if value == "98" and record.page < len(pages) - 1:
+        # Rendered only for "98": the current screen's pages are not needed otherwise.
+        if value == "98" and record.page < len(self._pages(record)) - 1:
             record.page += 1
             return
         if value == "0" and (record.page > 0 or record.stack):
