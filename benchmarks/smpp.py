@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -55,7 +54,6 @@ from _common import (  # noqa: E402
     CpuSample,
     group_pids,
     interrupt,
-    percentile,
     server_env,
     server_executable,
     stop_group,

@@ -8,7 +8,6 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from aiohttp.test_utils import TestClient
 
 from ussd_gateway.config import Settings

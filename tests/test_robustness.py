@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import structlog
 
-from menus.engine import Engine, Step
+from menus.engine import Engine
 from sessions.record import SessionRecord
 from sessions.store import LoadStatus, SessionStore
 

@@ -284,7 +284,7 @@ class LiveRecorder:
         header = [
             f"Recorded live on {time.strftime('%Y-%m-%d %H:%M:%S')} from {mask_msisdn(dialogue.msisdn)} (dialogue {name}): {why}.",
             "The subscriber's number is masked: give one at replay, e.g.",
-            f"  ussd-gateway replay FILE --var msisdn=84910000001",
+            "  ussd-gateway replay FILE --var msisdn=84910000001",
             "Expectations are each screen's first line and END/CON; the full screens are in comments.",
         ]
         text = transcript_text(dialogue.hops, msisdn=dialogue.msisdn, code=dialogue.code, language=dialogue.language, header=header, mask=dialogue.msisdn)

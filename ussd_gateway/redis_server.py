@@ -13,7 +13,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 
 def free_port() -> int:
