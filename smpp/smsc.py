@@ -1002,6 +1002,14 @@ def _control_app(sim: SmscSimulator) -> web.Application:
             raise web.HTTPNotFound(text=json.dumps({"error": f"no dialogue {number}"}), content_type="application/json")
         return dialogue
 
+    async def screen_response(dialogue: UssdDialogue, timeout: float) -> web.Response:
+        """The gateway's next screen for `dialogue`, or 504 when none comes in time."""
+        try:
+            screen = await dialogue.next_screen(timeout)
+        except TimeoutError:
+            return web.json_response({"error": "no screen from the gateway in time", "dialogue_id": dialogue.id}, status=504)
+        return web.json_response({"dialogue_id": dialogue.id, "screen": _screen_json(screen)})
+
     async def ussd_start(request: web.Request) -> web.Response:
         body = await _json_body(request)
         msisdn = _field(body, "msisdn", str)
@@ -1011,11 +1019,7 @@ def _control_app(sim: SmscSimulator) -> web.Application:
             dialogue = await sim.start_ussd(msisdn, code)
         except SmscError as error:
             return _bad(str(error), 409)
-        try:
-            screen = await dialogue.next_screen(timeout)
-        except TimeoutError:
-            return web.json_response({"error": "no screen from the gateway in time", "dialogue_id": dialogue.id}, status=504)
-        return web.json_response({"dialogue_id": dialogue.id, "screen": _screen_json(screen)})
+        return await screen_response(dialogue, timeout)
 
     async def ussd_answer(request: web.Request) -> web.Response:
         dialogue = dialogue_of(request)
@@ -1026,11 +1030,7 @@ def _control_app(sim: SmscSimulator) -> web.Application:
             await dialogue.answer(text)
         except SmscError as error:
             return _bad(str(error), 409)
-        try:
-            screen = await dialogue.next_screen(timeout)
-        except TimeoutError:
-            return web.json_response({"error": "no screen from the gateway in time", "dialogue_id": dialogue.id}, status=504)
-        return web.json_response({"dialogue_id": dialogue.id, "screen": _screen_json(screen)})
+        return await screen_response(dialogue, timeout)
 
     async def ussd_abort(request: web.Request) -> web.Response:
         dialogue = dialogue_of(request)
