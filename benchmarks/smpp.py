@@ -59,8 +59,8 @@ from _common import (  # noqa: E402
     stop_group,
     Tally,
 )
-from smpp.smsc import SmscError, SmscSimulator  # noqa: E402
-from ussd_gateway.redis_server import RedisServer, free_port  # noqa: E402
+from ussd_gateway.testkit.smsc import SmscError, SmscSimulator  # noqa: E402
+from ussd_gateway.testkit.redis_server import RedisServer, free_port  # noqa: E402
 
 USSD_WARMUP_S = 1.0
 MO_WARMUP_S = 0.5

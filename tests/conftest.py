@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from ussd_gateway.redis_server import RedisServer
+from ussd_gateway.testkit.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,7 @@ def own_redis() -> Iterator[RedisServer]:
 # ---- a running gateway, over every dialect and store ---------------------------------------
 from helpers import Phone, make_settings  # noqa: E402
 
-from ussd_gateway.server import create_app  # noqa: E402
+from ussd_gateway.app.server import create_app  # noqa: E402
 
 
 @pytest.fixture(params=["memory", "redis"])

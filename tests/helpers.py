@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from ussd_gateway.config import Settings
+from ussd_gateway.app.config import Settings
 
 _session_numbers = itertools.count(1)
 

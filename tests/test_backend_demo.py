@@ -22,8 +22,8 @@ from ussd_gateway.backend import (
     load_demo_data,
 )
 from ussd_gateway.backend.demo import DEFAULT_DATA_PATH, DemoData
-from ussd_gateway.errors import BadRequest, DependencyDown
-from ussd_gateway.redis_server import RedisServer
+from ussd_gateway.core.errors import BadRequest, DependencyDown
+from ussd_gateway.testkit.redis_server import RedisServer
 
 DATA = load_demo_data()
 ALICE = "84901234567"  # 200,000đ, MAX90 active, FUNRING + MCLIP, 1,250 points, not a member

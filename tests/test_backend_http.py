@@ -19,11 +19,11 @@ from ussd_gateway.backend import (
     Feedback,
     HttpBackend,
     SubscriberBackend,
-    create_billing_app,
     load_demo_data,
 )
-from ussd_gateway.errors import DependencyDown
-from ussd_gateway.redis_server import RedisServer, free_port
+from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.testkit.billing_server import create_billing_app
+from ussd_gateway.testkit.redis_server import RedisServer, free_port
 
 DATA = load_demo_data()
 ALICE = "84901234567"

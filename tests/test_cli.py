@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from helpers import make_settings
 
-from ussd_gateway.redis_server import RedisServer, free_port
-from ussd_gateway.server import create_app
-from ussd_gateway.sim import run_sim
+from ussd_gateway.testkit.redis_server import RedisServer, free_port
+from ussd_gateway.app.server import create_app
+from ussd_gateway.testkit.sim import run_sim
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ class TestSmppFromTheCommandLine:
     async def test_serve_binds_answers_and_unbinds_on_sigterm(self, tmp_path: Path) -> None:
         """`serve` with a [[smpp.binds]] config binds to the SMSC, serves a USSD dialogue
         over it, and on SIGTERM unbinds cleanly before exiting."""
-        from smpp.smsc import SmscSimulator
+        from ussd_gateway.testkit.smsc import SmscSimulator
 
         async with SmscSimulator(port=0) as smsc:
             config = tmp_path / "config.toml"
@@ -194,9 +194,9 @@ class TestSmppFromTheCommandLine:
         """`sim --smpp` plays a dialogue through the simulator's control API and the bind."""
         import dataclasses
 
-        from smpp.config import BindSettings
-        from smpp.smsc import SmscSimulator
-        from ussd_gateway.config import SmppSettings
+        from ussd_gateway.channels.smpp.config import BindSettings
+        from ussd_gateway.testkit.smsc import SmscSimulator
+        from ussd_gateway.app.config import SmppSettings
 
         async with SmscSimulator(port=0, control_port=free_port()) as smsc:
             settings = dataclasses.replace(

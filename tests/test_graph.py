@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from helpers import make_settings
 
-from menus.check import worst_case_variables
-from menus.compiler import DEFINITIONS_DIR, load_menus
-from menus.engine import Engine
-from menus.graph import (
+from ussd_gateway.menus.check import worst_case_variables
+from ussd_gateway.menus.compiler import DEFINITIONS_DIR, load_menus
+from ussd_gateway.menus.engine import Engine
+from ussd_gateway.menus.graph import (
     BADGE,
     build_graph,
     dot_escape,
@@ -25,9 +25,9 @@ from menus.graph import (
     to_dot,
     to_mermaid,
 )
-from menus.model import MenuSet
+from ussd_gateway.menus.model import MenuSet
 from ussd_gateway.cli import main
-from ussd_gateway.server import GRAPH_CACHE, create_app
+from ussd_gateway.app.server import GRAPH_CACHE, create_app
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (apt-get install graphviz)")
 SVG = "{http://www.w3.org/2000/svg}svg"
@@ -257,9 +257,9 @@ class TestOutputs:
 
     def test_cli_svg_without_graphviz_says_what_to_install(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-        import menus.graph
+        import ussd_gateway.menus.graph as graph
 
-        monkeypatch.setattr(menus.graph.shutil, "which", lambda _name: None)
+        monkeypatch.setattr(graph.shutil, "which", lambda _name: None)
         assert main(["menus", "graph", "--format", "svg", "-o", str(tmp_path / "x.svg")]) == 2
         err = capsys.readouterr().err
         assert "apt-get install graphviz" in err and "--format mermaid" in err

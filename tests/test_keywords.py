@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from menus.compiler import load_menus
-from sessions.memory import MemoryStore
-from ussd_gateway.config import ServiceSettings
+from ussd_gateway.menus.compiler import load_menus
+from ussd_gateway.sessions.memory import MemoryStore
+from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.backend import build_backend
-from ussd_gateway.keywords import KeywordRouter, normalise_keyword_text
+from ussd_gateway.services.keywords import KeywordRouter, normalise_keyword_text
 
 
 @pytest.fixture

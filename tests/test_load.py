@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from helpers import make_settings
 
-from smpp.smsc import SmscSimulator
-from ussd_gateway.config import SmppSettings
-from ussd_gateway.load import MIX, LoadOptions, plan_walk, run_load
-from ussd_gateway.redis_server import RedisServer, free_port
-from ussd_gateway.server import create_app
+from ussd_gateway.testkit.smsc import SmscSimulator
+from ussd_gateway.app.config import SmppSettings
+from ussd_gateway.testkit.load import MIX, LoadOptions, plan_walk, run_load
+from ussd_gateway.testkit.redis_server import RedisServer, free_port
+from ussd_gateway.app.server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 

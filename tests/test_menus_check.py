@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from menus.compiler import DEFINITIONS_DIR, MenuError, load_menus
+from ussd_gateway.menus.compiler import DEFINITIONS_DIR, MenuError, load_menus
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from menus.template import Template, compile_condition, money
-from sessions.record import SessionRecord
-from ussd_gateway.dialects import split_service_code
-from ussd_gateway.dispatcher import new_inputs
-from ussd_gateway.errors import BadRequest
-from ussd_gateway.msisdn import mask_msisdn, normalise_msisdn
+from ussd_gateway.menus.template import Template, compile_condition, money
+from ussd_gateway.sessions.record import SessionRecord
+from ussd_gateway.core.inputs import split_service_code
+from ussd_gateway.dispatch.dispatcher import new_inputs
+from ussd_gateway.core.errors import BadRequest
+from ussd_gateway.core.msisdn import mask_msisdn, normalise_msisdn
 
 subscriber_digits = st.text(alphabet="0123456789", min_size=9, max_size=9).filter(lambda d: d[0] != "0")
 

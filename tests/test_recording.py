@@ -15,13 +15,13 @@ import structlog.testing
 from helpers import make_settings
 from test_transcripts import ROOT, serving
 
-from ussd_gateway.config import ConfigError, load_settings
-from ussd_gateway.hop import Hop, HopKind, Reply
-from ussd_gateway.recording import LiveRecorder, sampled, stable_fragment, transcript_text
-from ussd_gateway.server import GATEWAY
-from ussd_gateway.sim import run_sim
-from ussd_gateway.transcripts import load_transcript, load_transcripts, make_channel, run_transcript
-from ussd_gateway.wiring import build_gateway
+from ussd_gateway.app.config import ConfigError, load_settings
+from ussd_gateway.core.hop import Hop, HopKind, Reply
+from ussd_gateway.app.recording import LiveRecorder, sampled, stable_fragment, transcript_text
+from ussd_gateway.app.server import GATEWAY
+from ussd_gateway.testkit.sim import run_sim
+from ussd_gateway.testkit.transcripts import load_transcript, load_transcripts, make_channel, run_transcript
+from ussd_gateway.app.wiring import build_gateway
 
 
 def scripted(*answers: str) -> Any:
@@ -114,8 +114,8 @@ class TestSimRecord:
 
     def test_braces_in_screens_are_escaped(self) -> None:
         """A screen with braces is expected literally, not read as a placeholder."""
-        from ussd_gateway.recording import RecordedHop
-        from ussd_gateway.transcripts import parse_transcript
+        from ussd_gateway.app.recording import RecordedHop
+        from ussd_gateway.testkit.transcripts import parse_transcript
 
         text = transcript_text([RecordedHop(None, "Ma {x}", False)], msisdn="84910008041", code="*090#")
         assert parse_transcript(text).steps[1].contains == ("Ma {{x}}",)

@@ -10,8 +10,8 @@ import structlog
 from aiohttp.test_utils import TestClient
 from helpers import Phone, make_settings
 
-from ussd_gateway.redis_server import RedisServer, free_port
-from ussd_gateway.server import GATEWAY, create_app
+from ussd_gateway.testkit.redis_server import RedisServer, free_port
+from ussd_gateway.app.server import GATEWAY, create_app
 
 AT = "/ussd/africastalking"
 BUSY = "He thong dang ban"

@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 from helpers import Phone, Screen, make_settings
 
-from menus.text import ScreenBudget, fits
-from ussd_gateway.server import GATEWAY, create_app
+from ussd_gateway.menus.text import ScreenBudget, fits
+from ussd_gateway.app.server import GATEWAY, create_app
 
 # ---- what the demo data and the menus show ------------------------------------------------
 MAIN_LINES = [

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from helpers import make_settings
 
-from smpp.config import BindSettings
-from smpp.smsc import SmscSimulator
-from ussd_gateway.redis_server import RedisServer
-from ussd_gateway.server import GATEWAY, SMPP, create_app
+from ussd_gateway.channels.smpp.config import BindSettings
+from ussd_gateway.testkit.smsc import SmscSimulator
+from ussd_gateway.testkit.redis_server import RedisServer
+from ussd_gateway.app.server import GATEWAY, SMPP, create_app
 
 ALICE = "84901234567"
 POOR = "84901111111"
@@ -76,7 +76,7 @@ async def make_rig(aiohttp_client: Any, redis_url: str = "", **bind_changes: Any
     smsc = SmscSimulator(port=0)
     await smsc.start()
     settings = make_settings(redis_url)
-    from ussd_gateway.config import SmppSettings
+    from ussd_gateway.app.config import SmppSettings
     import dataclasses
 
     settings = dataclasses.replace(settings, smpp=SmppSettings(binds=(bind_for(smsc.port, **bind_changes),)))
@@ -176,7 +176,7 @@ class TestUssdOverSmpp:
         try:
             dialogue, _ = await first.dial()
             await first.walk(dialogue, "2")
-            from ussd_gateway.hop import Hop, HopKind
+            from ussd_gateway.core.hop import Hop, HopKind
 
             session_id = f"smpp:{ALICE}:{dialogue.session_info & 0xFF00}"
             reply = await second_client.server.app[GATEWAY].dispatcher.handle(
@@ -263,7 +263,7 @@ class TestFaults:
         made = await make_rig(aiohttp_client)
         try:
             gateway = made.gateway
-            from sessions.store import OutboundSms
+            from ussd_gateway.sessions.store import OutboundSms
 
             await made.smsc.stop()
             await gateway.store.enqueue_sms(OutboundSms(to=ALICE, sender="9237", text="Xin chao", dedupe_key="q1"))
@@ -292,7 +292,7 @@ class TestBindModesAndOptions:
         await smsc.start()
         import dataclasses
 
-        from ussd_gateway.config import SmppSettings
+        from ussd_gateway.app.config import SmppSettings
 
         settings = dataclasses.replace(make_settings(), smpp=SmppSettings(binds=(bind_for(smsc.port, **changes),)))
         client = await aiohttp_client(create_app(settings))
@@ -316,7 +316,7 @@ class TestBindModesAndOptions:
 class TestDeadlinesAndDurability:
     async def test_screen_past_its_deadline_is_dropped_and_counted(self, aiohttp_client: Any) -> None:
         """The SMSC throttles everything: the screen is dropped at its deadline, counted."""
-        from smpp.config import UssdDialect
+        from ussd_gateway.channels.smpp.config import UssdDialect
 
         made = await make_rig(aiohttp_client, ussd=UssdDialect(reply_deadline_s=0.5))
         try:
@@ -362,7 +362,7 @@ class TestDeadlinesAndDurability:
 
     async def test_queue_survives_a_gateway_restart(self, aiohttp_client: Any, redis_url: str) -> None:
         """An SMS queued while no bind was up is sent by the next gateway process."""
-        from sessions.store import OutboundSms
+        from ussd_gateway.sessions.store import OutboundSms
 
         made = await make_rig(aiohttp_client, redis_url)
         port = made.smsc.port
@@ -374,7 +374,7 @@ class TestDeadlinesAndDurability:
         try:
             import dataclasses
 
-            from ussd_gateway.config import SmppSettings
+            from ussd_gateway.app.config import SmppSettings
 
             settings = dataclasses.replace(make_settings(redis_url), smpp=SmppSettings(binds=(bind_for(port),)))
             client = await aiohttp_client(create_app(settings))

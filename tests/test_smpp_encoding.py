@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from menus.text import GSM7_BASIC_TABLE, GSM7_EXTENSION_TABLE, gsm7_septets, ucs2_units
-from smpp.encoding import (
+from ussd_gateway.menus.text import GSM7_BASIC_TABLE, GSM7_EXTENSION_TABLE, gsm7_septets, ucs2_units
+from ussd_gateway.channels.smpp.encoding import (
     DC_GSM7,
     DC_UCS2,
     ESM_UDHI,

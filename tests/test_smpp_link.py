@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from smpp.config import BindSettings
-from smpp.link import LinkUnavailable, SmppLink, SmppMetrics, SubmitOutcome, SubmitUnconfirmed
-from smpp.pdu import (
+from ussd_gateway.channels.smpp.config import BindSettings
+from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SmppMetrics, SubmitOutcome, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.pdu import (
     ESME_RBINDFAIL,
     ESME_RMSGQFUL,
     ESME_ROK,

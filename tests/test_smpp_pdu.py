@@ -10,7 +10,7 @@ import smpplib.smpp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smpp.pdu import (
+from ussd_gateway.channels.smpp.pdu import (
     COMMAND_IDS,
     ESME_RINVCMDID,
     ESME_RINVCMDLEN,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from smpp.events import (
+from ussd_gateway.channels.smpp.events import (
     BindRefused,
     Bound,
     ConnectionShouldClose,
@@ -22,7 +22,7 @@ from smpp.events import (
     SubmitResponded,
     UnknownPduReceived,
 )
-from smpp.pdu import (
+from ussd_gateway.channels.smpp.pdu import (
     ESME_RBINDFAIL,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
@@ -36,7 +36,7 @@ from smpp.pdu import (
     frame_length,
     response_name,
 )
-from smpp.protocol import MAX_SEQUENCE, EsmeSession
+from ussd_gateway.channels.smpp.protocol import MAX_SEQUENCE, EsmeSession
 
 ENQUIRE_S = 30.0
 TIMEOUT_S = 10.0

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from helpers import Phone, make_settings
 
-from ussd_gateway.server import create_app
+from ussd_gateway.app.server import create_app
 
 
 async def mo(client: Any, text: str, short_code: str = "9237", msisdn: str = "0901234567", **extra: Any) -> Any:

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from smpp.config import UssdDialect
-from smpp.encoding import decode_text, split_sms
-from smpp.pdu import (
+from ussd_gateway.channels.smpp.config import UssdDialect
+from ussd_gateway.channels.smpp.encoding import decode_text, split_sms
+from ussd_gateway.channels.smpp.pdu import (
     ESME_RALYBND,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
@@ -37,9 +37,9 @@ from smpp.pdu import (
     encode,
     frame_length,
 )
-from smpp.smsc import LoggedPdu, SmscError, SmscSimulator, format_pdu
-from ussd_gateway.msisdn import mask_msisdn
-from ussd_gateway.redis_server import free_port
+from ussd_gateway.testkit.smsc import LoggedPdu, SmscError, SmscSimulator, format_pdu
+from ussd_gateway.core.msisdn import mask_msisdn
+from ussd_gateway.testkit.redis_server import free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 MSISDN = "84901234567"

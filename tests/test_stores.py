@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sessions.memory import SWEEP_EVERY, MemoryStore
-from sessions.store import LoadStatus, OutboundSms
+from ussd_gateway.sessions.memory import SWEEP_EVERY, MemoryStore
+from ussd_gateway.sessions.store import LoadStatus, OutboundSms
 
 
 class Clock:
@@ -69,7 +69,7 @@ class TestRedisStoreSameGuarantees:
         """On a real Redis: lock, replay, remembered language and TTL, two round trips."""
         import asyncio
 
-        from sessions.redis_store import RedisStore
+        from ussd_gateway.sessions.redis_store import RedisStore
 
         store = RedisStore.from_url(redis_url)
         try:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from menus.text import ScreenBudget, fits, gsm7_septets, is_gsm7, paginate, screen_cost, ucs2_units
+from ussd_gateway.menus.text import ScreenBudget, fits, gsm7_septets, is_gsm7, paginate, screen_cost, ucs2_units
 
 DEFAULT = ScreenBudget()
 MORE = "98 Xem them"

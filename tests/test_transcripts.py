@@ -18,13 +18,13 @@ import pytest
 from aiohttp import web
 from helpers import make_settings
 
-from smpp.config import BindSettings
-from smpp.smsc import SmscSimulator
-from ussd_gateway.config import Settings, SmppSettings
-from ussd_gateway.redis_server import RedisServer
-from ussd_gateway.replay import run_many
-from ussd_gateway.server import create_app
-from ussd_gateway.transcripts import (
+from ussd_gateway.channels.smpp.config import BindSettings
+from ussd_gateway.testkit.smsc import SmscSimulator
+from ussd_gateway.app.config import Settings, SmppSettings
+from ussd_gateway.testkit.redis_server import RedisServer
+from ussd_gateway.testkit.replay import run_many
+from ussd_gateway.app.server import create_app
+from ussd_gateway.testkit.transcripts import (
     Transcript,
     TranscriptError,
     TranscriptResult,
@@ -111,7 +111,7 @@ def _suite(kind: str, store: str, redis_url: str) -> dict[str, TranscriptResult]
 
 
 def _explain(result: TranscriptResult) -> str:
-    from ussd_gateway.replay import format_failure
+    from ussd_gateway.testkit.replay import format_failure
 
     return format_failure(result, width=140)
 

@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 from helpers import make_settings
 
-from ussd_gateway.server import STATIC_DIR, create_app
+from ussd_gateway.app.server import STATIC_DIR, create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

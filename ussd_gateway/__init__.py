@@ -1,1 +1,6 @@
-"""The ussd-gateway server."""
+"""ussd-gateway: a USSD and short-code self-service server.
+
+The packages are layers; each imports only the ones below it (docs/architecture.md):
+`cli` → `testkit` → `app` → `channels` → `dispatch` → `menus` → `services` →
+`backend` → `sessions` → `core`.
+"""

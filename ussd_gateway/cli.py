@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ConfigError, Settings, load_settings
+from ussd_gateway.app.config import ConfigError, Settings, load_settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,10 +39,10 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
     """One serving process: compile menus, open the port, serve until SIGTERM/SIGINT."""
     from aiohttp import web
 
-    from menus.compiler import MenuError
+    from ussd_gateway.menus.compiler import MenuError
 
-    from .logs import configure_logging
-    from .server import create_app
+    from ussd_gateway.core.logs import configure_logging
+    from ussd_gateway.app.server import create_app
 
     configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
     _install_uvloop()
@@ -116,9 +116,9 @@ def serve(args: argparse.Namespace) -> int:
 
 # ---- menus check --------------------------------------------------------------------------
 def menus_check(args: argparse.Namespace) -> int:
-    from menus.check import check_screen_budget
-    from menus.compiler import MenuError, load_menus
-    from menus.text import ScreenBudget
+    from ussd_gateway.menus.check import check_screen_budget
+    from ussd_gateway.menus.compiler import MenuError, load_menus
+    from ussd_gateway.menus.text import ScreenBudget
 
     settings = _settings(args)
     directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
@@ -144,9 +144,9 @@ def menus_check(args: argparse.Namespace) -> int:
 
 # ---- menus graph --------------------------------------------------------------------------
 def menus_graph(args: argparse.Namespace) -> int:
-    from menus.compiler import MenuError, load_menus
-    from menus.graph import GraphvizMissing, render_graph
-    from menus.text import ScreenBudget
+    from ussd_gateway.menus.compiler import MenuError, load_menus
+    from ussd_gateway.menus.graph import GraphvizMissing, render_graph
+    from ussd_gateway.menus.text import ScreenBudget
 
     settings = _settings(args)
     directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
@@ -175,7 +175,7 @@ def menus_graph(args: argparse.Namespace) -> int:
 
 # ---- load ---------------------------------------------------------------------------------
 def load(args: argparse.Namespace) -> int:
-    from .load import LoadOptions, main as load_main, validate
+    from ussd_gateway.testkit.load import LoadOptions, main as load_main, validate
 
     options = LoadOptions(
         sessions=args.sessions,
@@ -196,7 +196,7 @@ def load(args: argparse.Namespace) -> int:
     if args.transcript and not Path(args.transcript).is_file():
         problems.append(f"--transcript {args.transcript}: no such file")
     elif args.transcript:
-        from .transcripts import TranscriptError, load_transcript
+        from ussd_gateway.testkit.transcripts import TranscriptError, load_transcript
 
         try:
             load_transcript(args.transcript)
@@ -215,7 +215,7 @@ def load(args: argparse.Namespace) -> int:
 
 # ---- feedback -----------------------------------------------------------------------------
 def feedback_list(args: argparse.Namespace) -> int:
-    from .backend import build_backend
+    from ussd_gateway.backend import build_backend
 
     settings = _settings(args)
     if not settings.sessions.redis_url:
@@ -248,9 +248,9 @@ def feedback_list(args: argparse.Namespace) -> int:
 def smsc(args: argparse.Namespace) -> int:
     """Run the SMSC simulator until Ctrl-C/SIGTERM, printing one line per PDU (MSISDNs
     masked: the terminal output is a log like any other)."""
-    from smpp.smsc import LoggedPdu, SmscSimulator, format_pdu
+    from ussd_gateway.testkit.smsc import LoggedPdu, SmscSimulator, format_pdu
 
-    from .msisdn import mask_msisdn
+    from ussd_gateway.core.msisdn import mask_msisdn
 
     def show(entry: LoggedPdu) -> None:
         print(format_pdu(entry, mask=mask_msisdn), flush=True)
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from .sim import run_sim
+    from ussd_gateway.testkit.sim import run_sim
 
     if args.smpp and args.lang:
         print("sim: --lang works over HTTP only; over SMPP choose the language in menu 7", file=sys.stderr)
@@ -371,7 +371,7 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .replay import parse_vars, replay
+    from ussd_gateway.testkit.replay import parse_vars, replay
 
     channel = args.channel or ("smpp" if args.smpp else "json")
     if channel == "smpp" and not args.smpp:

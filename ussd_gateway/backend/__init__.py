@@ -10,10 +10,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from .billing_server import create_billing_app
-from .demo import DemoBackend, DemoData, load_demo_data
-from .http import HttpBackend
-from .port import (
+from ussd_gateway.backend.demo import DemoBackend, DemoData, load_demo_data
+from ussd_gateway.backend.http import HttpBackend
+from ussd_gateway.backend.port import (
     CYCLE_DAYS,
     Account,
     ActivePackage,
@@ -51,7 +50,6 @@ __all__ = [
     "UsageProfile",
     "VasSubscription",
     "build_backend",
-    "create_billing_app",
     "load_demo_data",
 ]
 

@@ -40,10 +40,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
-from ussd_gateway.errors import DependencyDown
-from ussd_gateway.msisdn import normalise_msisdn
+from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.core.msisdn import normalise_msisdn
 
-from .port import (
+from ussd_gateway.backend.port import (
     CYCLE_DAYS,
     Account,
     ActivePackage,

@@ -25,10 +25,10 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from ussd_gateway.errors import DependencyDown
-from ussd_gateway.msisdn import normalise_msisdn
+from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.core.msisdn import normalise_msisdn
 
-from .port import (
+from ussd_gateway.backend.port import (
     Account,
     BundleChoice,
     Catalogue,

@@ -1,1 +1,0 @@
-"""The declarative menu engine and the menu definitions it loads."""

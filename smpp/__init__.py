@@ -1,1 +1,0 @@
-"""The SMPP channel (see the SMPP issue); empty until then."""

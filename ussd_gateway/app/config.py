@@ -1,0 +1,253 @@
+"""Configuration: embedded defaults, then `config.toml`, then environment variables
+(`USSD_<SECTION>_<KEY>`, e.g. `USSD_SESSIONS_REDIS_URL`), then command-line flags.
+
+The defaults run the whole product on one machine with nothing else installed:
+in-memory sessions, the demo subscriber backend, HTTP on 127.0.0.1:8080.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ussd_gateway.services.settings import ServiceSettings
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 8192
+    """Gateways send a few hundred bytes; anything bigger is refused with 413."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    redis_url: str = ""
+    """Empty: sessions in memory (one process). `redis://`, `rediss://`, `unix://`."""
+    ttl_s: int = 300
+    """A dialogue is kept this long after its last hop (at least `resume_window_s`)."""
+    resume_window_s: int = 120
+    """A dialogue dropped without an END and redialled within this is offered back."""
+    hop_deadline_ms: int = 800
+    """Every hop is answered within this, the busy END included."""
+    lock_ttl_ms: int = 5000
+    """A crashed process's lock frees itself after this."""
+    redis_timeout_ms: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenSettings:
+    gsm7_limit: int = 182
+    ucs2_limit: int = 80
+    default_language: str = "vi"
+
+
+@dataclass(frozen=True, slots=True)
+class MenuSettings:
+    directory: str = ""
+    """Empty: the definitions shipped in `menus/definitions`."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    kind: str = "demo"
+    """`demo` (seeded from `demo_data`, kept in Redis when sessions are) or `http`."""
+    demo_data: str = ""
+    """Empty: the packaged `ussd_gateway/backend/demo_data.toml`."""
+    http_url: str = ""
+    http_timeout_ms: int = 600
+    http_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "auto"
+    """auto (JSON unless on a terminal), json or console."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmppSettings:
+    binds: tuple[Any, ...] = ()
+    """`smpp.config.BindSettings`, one per `[[smpp.binds]]`; none: SMPP off."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """Live recording of dialogues as replayable transcripts (docs/transcripts.md)."""
+
+    enabled: bool = False
+    sample_rate: float = 0.01
+    """Share of dialogues recorded, chosen by session id (all hops of one or none)."""
+    directory: str = "recordings"
+    max_open: int = 1000
+    """Dialogues buffered at once, at most; more are not recorded (memory stays bounded)."""
+    idle_s: float = 300.0
+    """A dialogue with no hop for this long is written as abandoned."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
+    menus: MenuSettings = field(default_factory=MenuSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    services: ServiceSettings = field(default_factory=ServiceSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    smpp: SmppSettings = field(default_factory=SmppSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+
+    def replace(self, section: str, **changes: Any) -> "Settings":
+        """A copy with some keys of one section changed."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is expected."""
+
+
+def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
+    where = f"[{section}] {key}"
+    if isinstance(expected, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if isinstance(expected, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if isinstance(expected, int):
+        try:
+            if isinstance(value, bool) or (isinstance(value, float)):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def parse_binds(raw: Any, origin: str) -> tuple[Any, ...]:
+    """`[[smpp.binds]]` tables into BindSettings, with `[smpp.binds.ussd]` for the
+    operator's USSD dialect. Unknown keys and wrong types are refused by name."""
+    from ussd_gateway.channels.smpp.config import BindSettings, UssdDialect
+
+    if not isinstance(raw, list):
+        raise ConfigError(f"{origin}: [smpp] binds must be an array of tables ([[smpp.binds]])")
+    binds = []
+    names: set[str] = set()
+    for index, table in enumerate(raw):
+        where = f"{origin}: [[smpp.binds]] #{index + 1}"
+        if not isinstance(table, Mapping) or not table.get("name"):
+            raise ConfigError(f"{where} needs a `name`")
+        values = dict(table)
+        dialect_raw = values.pop("ussd", {})
+        known = {f.name for f in dataclasses.fields(BindSettings)} - {"ussd"}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        dialect_known = {f.name for f in dataclasses.fields(UssdDialect)}
+        if set(dialect_raw) - dialect_known:
+            raise ConfigError(f"{where}: unknown [ussd] key(s) {', '.join(sorted(set(dialect_raw) - dialect_known))}")
+        for key in ("short_codes", "service_codes"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key])
+        for key in ("op_begin", "op_continue", "op_abort"):
+            if key in dialect_raw:
+                dialect_raw[key] = tuple(int(v) for v in dialect_raw[key])
+        if values.get("mode", "transceiver") not in ("transceiver", "transmitter_receiver"):
+            raise ConfigError(f"{where}: mode must be transceiver or transmitter_receiver")
+        try:
+            bind = BindSettings(**values, ussd=UssdDialect(**dialect_raw))
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if bind.name in names:
+            raise ConfigError(f"{where}: bind name {bind.name!r} is used twice")
+        names.add(bind.name)
+        binds.append(bind)
+    return tuple(binds)
+
+
+def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> Settings:
+    data = dict(data)
+    if "smpp" in data:
+        smpp = data.pop("smpp")
+        binds = parse_binds(smpp.get("binds", []) if isinstance(smpp, Mapping) else smpp, origin)
+        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=binds))
+    for section, values in data.items():
+        if not hasattr(settings, section) or not isinstance(values, Mapping):
+            known = ", ".join(f.name for f in dataclasses.fields(Settings))
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: {known})")
+        current = getattr(settings, section)
+        changes = {}
+        for key, value in values.items():
+            if not hasattr(current, key):
+                known = ", ".join(f.name for f in dataclasses.fields(current))
+                raise ConfigError(f"{origin}: unknown key {key!r} in [{section}] (known: {known})")
+            changes[key] = _coerce(section, key, value, getattr(current, key))
+        settings = settings.replace(section, **changes)
+    return settings
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for section in dataclasses.fields(Settings):
+        if section.name == "smpp":
+            continue  # binds are tables: config.toml only
+        for key in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
+            name = f"USSD_{section.name}_{key.name}".upper()
+            if name in environ:
+                found.setdefault(section.name, {})[key.name] = environ[name]
+    return found
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then the file (if given, or `./config.toml` if present), then the
+    environment. Raises ConfigError on unknown keys or wrong types."""
+    settings = Settings()
+    if path is None and Path("config.toml").exists():
+        path = Path("config.toml")
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        settings = _apply(settings, data, str(path))
+    settings = _apply(settings, _from_environment(os.environ if environ is None else environ), "environment")
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    s = settings.sessions
+    if s.ttl_s < s.resume_window_s:
+        raise ConfigError(f"[sessions] ttl_s ({s.ttl_s}) must be at least resume_window_s ({s.resume_window_s})")
+    if settings.backend.kind not in ("demo", "http"):
+        raise ConfigError(f"[backend] kind must be 'demo' or 'http', got {settings.backend.kind!r}")
+    if settings.backend.kind == "http" and not settings.backend.http_url:
+        raise ConfigError("[backend] kind = 'http' needs http_url (the billing API's base URL)")
+    r = settings.recording
+    if not 0 <= r.sample_rate <= 1:
+        raise ConfigError(f"[recording] sample_rate must be between 0 and 1, got {r.sample_rate}")
+    if r.max_open < 1 or r.idle_s <= 0:
+        raise ConfigError("[recording] max_open must be at least 1 and idle_s positive")
+    if settings.screen.default_language not in ("vi", "vi_dau", "en"):
+        raise ConfigError(f"[screen] default_language must be vi, vi_dau or en, got {settings.screen.default_language!r}")

@@ -1,0 +1,160 @@
+"""The HTTP server: an aiohttp app factory used by the CLI and the tests alike."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from ussd_gateway.app.config import Settings
+from ussd_gateway.channels.http import africastalking, json_api, sms_http
+from ussd_gateway.core.errors import BadRequest, DependencyDown
+from ussd_gateway.core.msisdn import normalise_msisdn
+from ussd_gateway.app.wiring import Gateway, build_gateway
+
+GATEWAY = web.AppKey("gateway", Gateway)
+SMPP = web.AppKey("smpp", object)
+"""The SMPP channel (`smpp.channel.SmppChannel`) when binds are configured."""
+GRAPH_CACHE = web.AppKey("menus_graph", dict)
+"""GET /menus/graph's renderings, per format (the menus do not change while serving)."""
+
+
+def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
+    async def handle(request: web.Request) -> web.Response:
+        gateway = request.app[GATEWAY]
+        try:
+            hop = await dialect.parse(request)
+        except BadRequest as error:
+            return dialect.render_error(error)
+        return dialect.render(await gateway.dispatcher.handle(hop))
+
+    return handle
+
+
+async def mo_sms(request: web.Request) -> web.Response:
+    """An MO SMS by HTTP: the keyword service's reply in the response."""
+    gateway = request.app[GATEWAY]
+    try:
+        sms = await sms_http.parse(request)
+    except BadRequest as error:
+        return sms_http.render_error(error)
+    try:
+        async with asyncio.timeout(gateway.dispatcher.settings.hop_deadline_s * 2):
+            lang = await gateway.store.get_language(sms.msisdn)
+            reply = await gateway.keywords.handle(sms.msisdn, sms.short_code, sms.text, message_key=sms.message_key, lang=lang)
+    except (DependencyDown, TimeoutError):
+        return web.json_response({"error": "service busy, try again later"}, status=503)
+    return sms_http.render(reply)
+
+
+async def outbound_sms(request: web.Request) -> web.Response:
+    """What the outbound SMS queue holds for one subscriber (`?to=MSISDN`)."""
+    try:
+        msisdn = normalise_msisdn(request.query.get("to", ""))
+    except BadRequest as error:
+        return sms_http.render_error(error)
+    try:
+        queued = await request.app[GATEWAY].store.outbound_sms(1000)
+    except DependencyDown:
+        return web.json_response({"error": "service busy, try again later"}, status=503)
+    return web.json_response([{"from": s.sender, "text": s.text} for s in queued if s.to == msisdn])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The session store answers; 503 otherwise (take this instance out of rotation)."""
+    if await request.app[GATEWAY].store.ping():
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "store unreachable"}, status=503)
+
+
+STATIC_DIR = Path(__file__).parent / "static"
+# The web phone loads only its own files and talks only to this server.
+_SIM_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def web_phone(request: web.Request) -> web.FileResponse:
+    """`GET /sim`: the web phone (a USSD dialog, an SMS inbox and the trace)."""
+    return web.FileResponse(STATIC_DIR / "sim.html", headers=_SIM_HEADERS)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+_GRAPH_TYPES = {"svg": "image/svg+xml", "mermaid": "text/plain", "dot": "text/vnd.graphviz"}
+
+
+async def menus_graph(request: web.Request) -> web.Response:
+    """The menu map (`?format=svg|mermaid|dot`, default svg), rendered once per format."""
+    from ussd_gateway.menus.graph import GraphvizMissing, render_graph
+
+    fmt = request.query.get("format", "svg")
+    if fmt not in _GRAPH_TYPES:
+        return web.json_response({"error": f"format must be one of {', '.join(_GRAPH_TYPES)}"}, status=400)
+    gateway = request.app[GATEWAY]
+    cache: dict[str, bytes] = request.app[GRAPH_CACHE]
+    if fmt not in cache:
+        settings = gateway.settings
+        demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
+        render = functools.partial(render_graph, gateway.menus, fmt, budget=gateway.engine.budget, demo_data=demo)
+        try:
+            cache[fmt] = await asyncio.get_running_loop().run_in_executor(None, render)
+        except GraphvizMissing as error:
+            return web.json_response({"error": str(error)}, status=503)
+    charset = None if fmt == "svg" else "utf-8"
+    return web.Response(body=cache[fmt], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
+    """The gateway's web application. Menus compile here (a bad definition stops the
+    start with every problem listed); connections open lazily and close on cleanup."""
+    built = gateway or build_gateway(settings)
+    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    app[GATEWAY] = built
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        channel = None
+        if settings.smpp.binds:
+            from ussd_gateway.channels.smpp.channel import SmppChannel
+
+            channel = SmppChannel(app[GATEWAY], settings.smpp.binds)
+            await channel.start()
+            app[SMPP] = channel
+        yield
+        if channel is not None:
+            await channel.stop()
+        await app[GATEWAY].close()
+
+    async def unbind_first(app: web.Application) -> None:
+        # On SIGTERM: finish in-flight hops and unbind before the sessions close.
+        if SMPP in app:
+            await app[SMPP].stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(unbind_first)
+    app.router.add_post("/ussd/africastalking", _dialect_handler(africastalking))
+    app.router.add_post("/ussd", _dialect_handler(json_api))
+    app.router.add_post("/sms", mo_sms)
+    app.router.add_get("/sms/outbound", outbound_sms)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app[GRAPH_CACHE] = {}
+    app.router.add_get("/menus/graph", menus_graph)
+    app.router.add_get("/sim", web_phone)
+    app.router.add_static("/static/", STATIC_DIR, name="static")
+    return app

@@ -1,0 +1,129 @@
+"""Builds the parts of a running gateway from its settings: store, backend, menus,
+engine, dispatcher, keyword router. Shared by the HTTP app and the SMPP channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from ussd_gateway.sessions.memory import MemoryStore
+from ussd_gateway.sessions.record import SessionRecord
+from ussd_gateway.sessions.redis_store import RedisStore
+from ussd_gateway.sessions.store import SessionStore
+
+from ussd_gateway.menus.compiler import load_menus
+from ussd_gateway.menus.engine import Engine
+from ussd_gateway.menus.model import MenuSet, Screen
+from ussd_gateway.menus.text import ScreenBudget
+
+from ussd_gateway.services.actions import ActionContext, resolve_args
+from ussd_gateway.backend import SubscriberBackend, build_backend
+from ussd_gateway.app.config import Settings
+from ussd_gateway.services.settings import ServiceSettings
+from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
+from ussd_gateway.services.keywords import KeywordRouter
+from ussd_gateway.core.metrics import Metrics
+from ussd_gateway.app.recording import build_recorder
+
+
+class ActionRunner:
+    """Calls a screen's action with what it needs; the engine stays free of backends."""
+
+    def __init__(self, menus: MenuSet, backend: SubscriberBackend, store: SessionStore, settings: ServiceSettings) -> None:
+        self.menus = menus
+        self.backend = backend
+        self.store = store
+        self.settings = settings
+
+    async def __call__(self, screen: Screen, record: SessionRecord, number: int) -> str:
+        assert screen.action is not None
+        texts = self.menus.texts
+
+        def word(key: str, variables: dict[str, Any] | None = None) -> str:
+            return texts[key].render(variables or {}, record.lang)
+
+        context = ActionContext(
+            msisdn=record.msisdn,
+            session_id=record.session_id,
+            idempotency_key=f"{record.session_id}:{record.seq}:{number}",
+            record=record,
+            args=resolve_args(screen.args, record.vars),
+            backend=self.backend,
+            store=self.store,
+            settings=self.settings,
+            word=word,
+        )
+        return await screen.action(context)
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Everything a channel needs to answer hops."""
+
+    settings: Settings
+    menus: MenuSet
+    store: SessionStore
+    backend: SubscriberBackend
+    engine: Engine
+    dispatcher: Dispatcher
+    metrics: Metrics
+    keywords: KeywordRouter
+    redis: aioredis.Redis | None = None
+
+    async def close(self) -> None:
+        flush = getattr(self.dispatcher.recorder, "flush", None)
+        if flush is not None:
+            await flush()  # write the dialogues still open (LiveRecorder logs its own errors)
+        await self.backend.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        else:
+            await self.store.close()
+
+
+def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gateway:
+    """Compile the menus (raising MenuError on a bad definition) and connect the parts.
+    Connections are opened lazily, on the first hop."""
+    menus = load_menus(Path(settings.menus.directory) if settings.menus.directory else None)
+    redis_client: aioredis.Redis | None = None
+    store: SessionStore
+    s = settings.sessions
+    if s.redis_url:
+        store = RedisStore.from_url(s.redis_url, socket_timeout_s=s.redis_timeout_ms / 1000, lock_ttl_ms=s.lock_ttl_ms)
+        redis_client = store.client
+    else:
+        store = MemoryStore(lock_ttl_s=s.lock_ttl_ms / 1000)
+    b = settings.backend
+    backend = build_backend(
+        b.kind,
+        redis_client=redis_client,
+        demo_data_path=b.demo_data or None,
+        http_url=b.http_url or None,
+        http_timeout_s=b.http_timeout_ms / 1000,
+        http_token=b.http_token or None,
+    )
+    service_settings = settings.services
+    runner = ActionRunner(menus, backend, store, service_settings)
+    engine = Engine(
+        menus,
+        runner,
+        budget=ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit),
+        default_lang=settings.screen.default_language,
+        resume_window_s=s.resume_window_s,
+    )
+    metrics = metrics or Metrics()
+    dispatcher = Dispatcher(
+        engine,
+        store,
+        settings=DispatchSettings(
+            hop_deadline_s=s.hop_deadline_ms / 1000,
+            session_ttl_s=s.ttl_s,
+            default_lang=settings.screen.default_language,
+        ),
+        metrics=metrics,
+        recorder=build_recorder(settings.recording),
+    )
+    keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
+    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)

@@ -1,0 +1,57 @@
+"""Africa's Talking USSD callbacks: a form POST in, `CON …` / `END …` text out.
+
+`text` is the `*`-joined history of every input of the session so far; the dispatcher
+takes what is new from it. The hop key is the whole history, so a gateway retry of the
+same hop is recognised and answered from the saved reply.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ussd_gateway.core.errors import BadRequest
+from ussd_gateway.core.hop import Hop, HopKind, Reply
+from ussd_gateway.core.msisdn import normalise_msisdn
+
+from ussd_gateway.core.inputs import check_input, check_session_id, split_service_code
+
+NAME = "africastalking"
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def parse(request: web.Request) -> Hop:
+    """Read the callback form. Raises BadRequest with the reason."""
+    if request.content_type not in _FORM_TYPES:
+        raise BadRequest(f"expected a form post (application/x-www-form-urlencoded), got {request.content_type or 'no content type'}")
+    form = await request.post()
+    missing = [name for name in ("sessionId", "serviceCode", "phoneNumber") if not form.get(name)]
+    if missing:
+        raise BadRequest(f"missing form field(s): {', '.join(missing)}")
+    fields = {}
+    for name in ("sessionId", "serviceCode", "phoneNumber", "text"):
+        value = form.get(name, "")
+        if not isinstance(value, str):
+            raise BadRequest(f"form field {name} must be text, not a file")
+        fields[name] = value
+    code, embedded = split_service_code(fields["serviceCode"])
+    text = check_input(fields["text"], "text")
+    history_parts = list(embedded) + ([text] if text else [])
+    history = "*".join(history_parts)
+    return Hop(
+        channel=NAME,
+        session_id=check_session_id(fields["sessionId"]),
+        msisdn=normalise_msisdn(fields["phoneNumber"]),
+        service_code=code,
+        kind=HopKind.CONTINUE if history else HopKind.BEGIN,
+        history=history,
+        hop_key="t:" + history,
+    )
+
+
+def render(reply: Reply) -> web.Response:
+    prefix = "END " if reply.end else "CON "
+    return web.Response(text=prefix + reply.text, content_type="text/plain", charset="utf-8")
+
+
+def render_error(error: BadRequest) -> web.Response:
+    return web.Response(status=400, text=str(error) + "\n", content_type="text/plain")

@@ -1,0 +1,39 @@
+"""HTTP gateway dialects: each turns one wire format into a `Hop` and a `Reply` back.
+
+A new gateway dialect is one module here (with `parse` and `render`) and its tests;
+the dispatcher and the menus never change for it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ussd_gateway.core.errors import BadRequest
+
+_SERVICE_CODE = re.compile(r"^\*(\d{1,8})((?:\*[0-9A-Za-z]{0,32})*)#$")
+_SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+MAX_INPUT_CHARS = 512
+
+
+def split_service_code(raw: str) -> tuple[str, tuple[str, ...]]:
+    """`*090*2*1#` -> (`*090#`, ("2", "1")): the code routes, the rest is inputs."""
+    code = raw.strip()
+    match = _SERVICE_CODE.match(code)
+    if match is None:
+        raise BadRequest(f"service code {code[:40]!r} is not a USSD code like *090# or *090*2*1#")
+    extra = tuple(part for part in match.group(2).split("*") if part)
+    return f"*{match.group(1)}#", extra
+
+
+def check_session_id(raw: str) -> str:
+    if not _SESSION_ID.match(raw):
+        raise BadRequest("session id must be 1-128 printable ASCII characters without spaces")
+    return raw
+
+
+def check_input(raw: str, field: str) -> str:
+    if len(raw) > MAX_INPUT_CHARS:
+        raise BadRequest(f"{field} is longer than {MAX_INPUT_CHARS} characters")
+    if any(ord(c) < 0x20 and c not in "\r\n\t" for c in raw):
+        raise BadRequest(f"{field} contains control characters")
+    return raw

@@ -1,0 +1,239 @@
+"""The dispatcher: one hop in, one reply out, exactly once, within the deadline.
+
+Per hop: one store round trip to check for a replay, take the subscriber's lock and
+load the dialogue; one engine step (which may call the backend); one round trip to
+save the dialogue and its reply and release the lock. A repeated hop is answered from
+the saved reply and changes nothing. When the store or the backend cannot answer, the
+subscriber gets the polite "busy" END before the gateway's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from ussd_gateway.menus.engine import Engine
+from ussd_gateway.sessions.record import SessionRecord
+from ussd_gateway.sessions.store import LoadStatus, SessionStore
+
+from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.core.hop import Hop, HopKind, Reply
+from ussd_gateway.core.metrics import Metrics
+from ussd_gateway.core.msisdn import mask_msisdn
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    hop_deadline_s: float = 0.8
+    """Answer within this, busy END included (gateways give about 1 s)."""
+    session_ttl_s: int = 300
+    """How long a dialogue is kept after its last hop (at least the resume window)."""
+    lock_retry_s: float = 0.005
+    """First pause when another hop of the same subscriber holds the lock."""
+    default_lang: str = "vi"
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is slower, once a hop
+class HopResult:
+    reply: Reply
+    outcome: str
+    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended"""
+    screen: str
+
+
+
+def new_inputs(history: str, seen: str) -> tuple[str, ...] | None:
+    """What a cumulative `*`-joined history adds to the part already seen; None when
+    the history does not extend it (the gateway lost track, or retried an old hop)."""
+    if history == seen:
+        return ()
+    if seen == "":
+        rest = history
+    elif history.startswith(seen + "*"):
+        rest = history[len(seen) + 1 :]
+    else:
+        return None
+    return tuple(rest.split("*"))
+
+
+class Dispatcher:
+    """Turns hops into replies. Shared by every channel adapter."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: SessionStore,
+        *,
+        settings: DispatchSettings = DispatchSettings(),
+        metrics: Metrics | None = None,
+        clock: Any = time.time,
+        recorder: Any = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.log = structlog.get_logger("ussd_gateway.hop")
+        self._tokens = itertools.count()
+        self._token_prefix = f"{os.getpid()}-{os.urandom(3).hex()}-"
+        self._background: set[asyncio.Task[None]] = set()
+        self.recorder = recorder
+        """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.recording.
+        LiveRecorder), told of every answered hop; its failures never reach the hop."""
+
+    def busy_reply(self, lang: str | None = None) -> Reply:
+        return Reply(self.engine.system_text("busy", lang or self.settings.default_lang), end=True)
+
+    async def handle(self, hop: Hop) -> Reply:
+        """Answer one hop; never raises (a failure is a busy END, logged)."""
+        return (await self.answer(hop)).reply
+
+    async def answer(self, hop: Hop) -> HopResult:
+        """Like `handle`, with the outcome too: the SMPP channel must not send a screen
+        again for a hop answered from the saved reply (a resent deliver_sm)."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.hop_deadline_s):
+                answer = await self._handle(hop)
+        except (DependencyDown, TimeoutError) as exc:
+            answer = HopResult(self.busy_reply(hop.language), "busy", "")
+            self.log.warning("dependency_down", error=str(exc) or exc.__class__.__name__, session_id=hop.session_id)
+        except Exception:  # a bug: the subscriber still gets a polite END, we get the trace
+            answer = HopResult(self.busy_reply(hop.language), "error", "")
+            self.log.exception("hop_failed", session_id=hop.session_id, msisdn=mask_msisdn(hop.msisdn))
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_hop(hop.channel, answer.outcome, elapsed)
+        self.log.info(
+            "hop",
+            channel=hop.channel,
+            session_id=hop.session_id,
+            msisdn=mask_msisdn(hop.msisdn),
+            screen=answer.screen,
+            outcome=answer.outcome,
+            end=answer.reply.end,
+            latency_ms=round(elapsed * 1000, 2),
+        )
+        if self.recorder is not None:
+            try:
+                self.recorder.observe(hop, answer.reply, answer.outcome)
+            except Exception:
+                self.log.exception("recorder_failed", session_id=hop.session_id)
+        return answer
+
+    async def _handle(self, hop: Hop) -> HopResult:
+        if not self.engine.serves(hop.service_code):
+            text = self.engine.system_text("unknown_service", hop.language or self.settings.default_lang)
+            return HopResult(Reply(text, end=True), "unknown_service", "")
+        token = self._token_prefix + str(next(self._tokens))
+        hop_key = hop.hop_key or ("begin" if hop.kind is HopKind.BEGIN else "")
+        loaded = await self._lock(hop, hop_key, token)
+        if loaded.status is LoadStatus.REPLAY:
+            text, end = orjson.loads(loaded.reply or b'["", true]')
+            return HopResult(Reply(text, end), "replay", "")
+        committed = False
+        try:
+            answer, record, lang = await self._step(hop, loaded.record, loaded.lang)
+            if record is not None:
+                reply_bytes = orjson.dumps([answer.reply.text, answer.reply.end])
+                committed = await self.store.commit_hop(
+                    hop.msisdn,
+                    token,
+                    session_id=hop.session_id,
+                    hop_key=hop_key,
+                    reply=reply_bytes,
+                    record=record.to_bytes(),
+                    ttl_s=self.settings.session_ttl_s,
+                    lang=lang,
+                )
+                if not committed:
+                    raise DependencyDown("the session lock expired before the hop was saved")
+            return answer
+        finally:
+            if not committed:
+                self._release_later(hop.msisdn, token)
+
+    async def _lock(self, hop: Hop, hop_key: str, token: str) -> Any:
+        pause = self.settings.lock_retry_s
+        while True:
+            loaded = await self.store.begin_hop(hop.msisdn, hop.session_id, hop_key, token, want_lang=True)
+            if loaded.status is not LoadStatus.LOCKED:
+                return loaded
+            # Another hop of this subscriber is running (often the same hop, retried by
+            # the gateway): wait for it, then the replay check answers from its reply.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _release_later(self, msisdn: str, token: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.store.release(msisdn, token))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _step(
+        self, hop: Hop, raw_record: bytes | None, saved_lang: str | None
+    ) -> tuple[HopResult, SessionRecord | None, str | None]:
+        """Move the dialogue; returns the answer, the record to save (None: save
+        nothing) and a language to remember (None: unchanged)."""
+        now = self.clock()
+        previous = SessionRecord.from_bytes(raw_record) if raw_record else None
+        # A begin always starts a dialogue, even under a session id seen before (gateways
+        # that name dialogues by subscriber); its retry was answered above as a replay.
+        same = previous is not None and previous.session_id == hop.session_id and hop.kind is not HopKind.BEGIN
+        channel = hop.channel
+
+        if hop.kind is HopKind.ABORT:
+            if same and previous is not None and not previous.ended:
+                # Released by the network or the subscriber: keep it resumable.
+                previous.updated = now
+                self.metrics.count_session(self.metrics.sessions_ended, channel, "abort")
+                return HopResult(Reply("", end=True), "abort", previous.screen), previous, None
+            return HopResult(Reply("", end=True), "abort", ""), None, None
+
+        if same and previous is not None:
+            record = previous
+            if record.ended:
+                return HopResult(self.engine.render(record), "ended", record.screen), None, None
+            if hop.history is not None:
+                inputs = new_inputs(hop.history, record.history)
+                if inputs is None:  # the gateway's history diverged: show where we are
+                    inputs = ()
+                record.history = hop.history
+            else:
+                inputs = hop.inputs
+            record.seq += 1
+            step = await self.engine.advance(record, inputs)
+            outcome = "continue"
+        else:
+            if hop.kind is HopKind.CONTINUE and hop.history is None:
+                self.metrics.count_session(self.metrics.sessions_timed_out, channel)
+                lang = hop.language or saved_lang or self.settings.default_lang
+                return HopResult(Reply(self.engine.system_text("expired", lang), end=True), "expired", ""), None, None
+            if previous is not None and not previous.ended:
+                self.metrics.count_session(self.metrics.sessions_timed_out, channel)
+            inputs = tuple(hop.history.split("*")) if hop.history else hop.inputs
+            lang = hop.language or saved_lang or self.settings.default_lang
+            record, step = await self.engine.start(
+                session_id=hop.session_id,
+                msisdn=hop.msisdn,
+                service_code=hop.service_code,
+                lang=lang,
+                inputs=inputs,
+                previous=previous,
+                now=now,
+            )
+            record.history = hop.history or ""
+            self.metrics.count_session(self.metrics.sessions_started, channel)
+            outcome = "begin"
+        record.updated = now
+        if step.reply.end:
+            record.ended = True
+            self.metrics.count_session(self.metrics.sessions_ended, channel, "end")
+        remember = step.lang_changed or (hop.language if hop.language and hop.language != saved_lang else None)
+        return HopResult(step.reply, outcome, f"{record.menu}:{record.screen}"), record, remember

@@ -1,0 +1,373 @@
+"""The Redis store: dialogues shared by every gateway process, two round trips a hop.
+
+Keys are hash-tagged by subscriber (`ussd:{84901234567}:sess`) so one subscriber's keys
+share a Redis Cluster slot and each Lua script touches one slot. Each hop runs
+`BEGIN` (replay check, lock, load) and `COMMIT` (save, expire, unlock) as server-side
+scripts registered once (EVALSHA), so a hop costs exactly two round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from ussd_gateway.core.errors import DependencyDown
+
+from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
+
+# KEYS: session hash, lock, language. ARGV: session id, hop key, token, lock ms, want lang.
+_BEGIN = """
+local h = redis.call('HMGET', KEYS[1], 'sid', 'key', 'reply', 'rec')
+if ARGV[2] ~= '' and h[1] == ARGV[1] and h[2] == ARGV[2] then
+  return {'replay', h[3]}
+end
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {'locked'}
+end
+local lang = false
+if ARGV[5] == '1' then lang = redis.call('GET', KEYS[3]) end
+return {'ok', h[4], lang}
+"""
+
+# KEYS: session hash, lock, language. ARGV: token, session id, hop key, reply, record, ttl s, lang.
+_COMMIT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'sid', ARGV[2], 'key', ARGV[3], 'reply', ARGV[4], 'rec', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('DEL', KEYS[2])
+if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'EX', 31536000) end
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_TAKE_PENDING = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: dedupe key, queue. ARGV: payload, dedupe ttl s.
+_ENQUEUE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+SMS_QUEUE_KEY = "ussd:{sms}:out"
+SMS_INFLIGHT_KEY = "ussd:{sms}:inflight"
+
+# KEYS: in-flight list, queue. ARGV: payload. Back to the head of the queue.
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+# KEYS: in-flight list, queue. Everything in flight back to the head, oldest first.
+_RESTORE = """
+local n = 0
+while redis.call('RPOPLPUSH', KEYS[1], KEYS[2]) do n = n + 1 end
+return n
+"""
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
+    _hiredis_pack = None
+
+_C_PACKABLE = (str, bytes, int)  # what hiredis packs exactly as redis-py's Encoder does
+
+
+class _HiredisPacking:
+    """Mixin for redis-py's asyncio connection classes: pack commands with hiredis (C).
+
+    Speed: redis-py's sync client packs with hiredis, but its asyncio connections pack
+    in Python, argument by argument (about 6 µs for a hop's EVALSHA carrying a 1 KB
+    record, 11% of a hop's CPU under load); hiredis writes the same bytes in about 1 µs.
+    Commands with arguments hiredis could render differently (floats, bools,
+    memoryviews) or names to split ("CONFIG GET") keep redis-py's own packer.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if type(args[0]) is str and " " not in args[0]:
+            for arg in args:
+                if type(arg) not in _C_PACKABLE:
+                    break
+            else:
+                return [_hiredis_pack(args)]
+        return super().pack_command(*args)  # type: ignore[misc]
+
+
+def _use_hiredis_packing(client: aioredis.Redis) -> None:
+    """Give the client's pool (whatever its URL scheme chose: TCP, TLS, Unix socket) a
+    connection class that packs with hiredis. Connections made from now on use it."""
+    pool = client.connection_pool
+    base = getattr(pool, "connection_class", None)
+    if _hiredis_pack is None or base is None or issubclass(base, _HiredisPacking):
+        return
+    pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
+
+
+class _Script:
+    """A Lua script called by its SHA1 (EVALSHA), sent whole only if Redis lost it."""
+
+    __slots__ = ("source", "sha")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class _AutoPipeline:
+    """Sends the commands issued during one turn of the event loop as one redis-py
+    pipeline: one write and one read for all of them instead of a round trip each.
+
+    Speed: under load, the hops of many subscribers reach the store in the same loop
+    turn (a burst of requests, then a burst of Redis replies that all resume their
+    hops at once), so the per-command cost of redis-py (pool checkout, packing, a send
+    and a read, about 25 µs) is paid once per batch. Every command is still its own
+    round trip for its hop and keeps its own result and error (`raise_on_error=False`);
+    no transaction spans hops. A batch of one is a plain command. The commands of a
+    batch share a connection from the pool, so concurrency stays safe (unlike one
+    shared `single_connection_client`).
+    """
+
+    def __init__(self, client: aioredis.Redis, timeout_s: float | None) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue a command for the end of this loop turn; the future gets its reply
+        (or its error, e.g. NoScriptError)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((command, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)  # the loop keeps only a weak reference to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        results: list[Any]
+        try:
+            # A hung Redis must not hold the batch (and a pooled connection) forever;
+            # redis-py drops a connection whose read was cancelled.
+            async with asyncio.timeout(self._timeout_s):
+                if len(batch) == 1:
+                    try:
+                        results = [await self._client.execute_command(*batch[0][0])]
+                    except ResponseError as exc:  # that command's own error (NoScriptError…)
+                        results = [exc]
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for command, _ in batch:
+                        pipe.execute_command(*command)
+                    results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            # The whole batch failed (Redis down or silent, or the loop shutting down):
+            # every waiting hop gets the error, none is left hanging.
+            error = exc if isinstance(exc, Exception) else ConnectionError("the session store is closing")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results):
+            if future.done():
+                continue  # its hop gave up (deadline) or was cancelled
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def drain(self) -> None:
+        """Wait for the batches in flight (before closing the client)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class RedisStore:
+    """Sessions, locks, pending confirmations and the outbound SMS queue in Redis.
+
+    Speed (measured with benchmarks/hops.py; the two hop scripts run on every hop):
+    - scripts are called by SHA through an auto-pipeline (`_AutoPipeline`): the hops
+      that reach the store in one loop turn share one write and one read;
+    - straight `EVALSHA` commands, not redis-py's `AsyncScript`, whose per-call
+      `isinstance(client, Pipeline)` check against a typing Protocol costs ~8 µs;
+    - deadlines are `asyncio.timeout`s here, not the client's `socket_timeout`, with
+      which redis-py wraps every send in `asyncio.wait_for` (a new Task per command on
+      Python 3.11, ~8 µs). A cancelled read makes redis-py drop that connection, as a
+      socket timeout did, so a late reply is never read as the next command's;
+    - commands are packed by hiredis (`_HiredisPacking`).
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "ussd", lock_ttl_ms: int = 5000, timeout_s: float | None = 0.3
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._lock_ttl_ms = str(lock_ttl_ms)
+        self._timeout_s = timeout_s
+        self._begin = _Script(_BEGIN)
+        self._commit = _Script(_COMMIT)
+        self._release = _Script(_RELEASE)
+        self._take_pending = _Script(_TAKE_PENDING)
+        self._enqueue = _Script(_ENQUEUE)
+        self._requeue = _Script(_REQUEUE)
+        self._restore = _Script(_RESTORE)
+        self._pipeline = _AutoPipeline(client, timeout_s)
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, **kwargs: Any) -> "RedisStore":
+        """A store on its own connection pool. Each store call must answer within
+        `socket_timeout_s` (so a dead Redis is noticed within a hop's deadline) and
+        redis-py reconnects by itself when it returns. The client itself gets no
+        socket timeout (see the class docstring); the connect timeout stays."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=0,
+            max_connections=256,
+        )
+        _use_hiredis_packing(client)
+        return cls(client, timeout_s=socket_timeout_s, **kwargs)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    def _keys(self, msisdn: str) -> tuple[str, str, str]:
+        base = f"{self._prefix}:{{{msisdn}}}"
+        return base + ":sess", base + ":lock", base + ":lang"
+
+    async def _eval(self, script: _Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Run a script: one round trip (two only right after Redis lost its script
+        cache: a restart, SCRIPT FLUSH). Raises DependencyDown when Redis does not
+        answer within the timeout (the batch carrying the command enforces it, so a
+        caller needs no timer of its own)."""
+        try:
+            try:
+                return await self._pipeline.submit("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await self._pipeline.submit("EVAL", script.source, len(keys), *keys, *args)
+        except TimeoutError as exc:  # before OSError: TimeoutError is one
+            raise DependencyDown(f"session store: no answer within {self._timeout_s:g} s") from exc
+        except (RedisError, OSError) as exc:
+            raise DependencyDown(f"session store: {exc.__class__.__name__}: {exc}") from exc
+
+    async def _call(self, *command: Any) -> Any:
+        """Any other command, with the same deadline and error mapping."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._client.execute_command(*command)
+        except RedisError as exc:
+            raise DependencyDown(f"session store: {exc}") from exc
+        except TimeoutError as exc:
+            raise DependencyDown(f"session store: no answer within {self._timeout_s:g} s") from exc
+
+    async def begin_hop(self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool) -> Loaded:
+        result = await self._eval(
+            self._begin, self._keys(msisdn), (session_id, hop_key, token, self._lock_ttl_ms, "1" if want_lang else "0")
+        )
+        status = result[0]
+        if status == b"replay":
+            return Loaded(LoadStatus.REPLAY, reply=result[1])
+        if status == b"locked":
+            return Loaded(LoadStatus.LOCKED)
+        record = result[1] if len(result) > 1 else None
+        lang = result[2].decode() if len(result) > 2 and result[2] else None
+        return Loaded(LoadStatus.OK, record=record or None, lang=lang)
+
+    async def commit_hop(
+        self, msisdn: str, token: str, *, session_id: str, hop_key: str, reply: bytes, record: bytes, ttl_s: int, lang: str | None
+    ) -> bool:
+        saved = await self._eval(self._commit, self._keys(msisdn), (token, session_id, hop_key, reply, record, ttl_s, lang or ""))
+        return bool(saved)
+
+    async def release(self, msisdn: str, token: str) -> None:
+        try:
+            await self._eval(self._release, (self._keys(msisdn)[1],), (token,))
+        except DependencyDown:
+            pass  # the lock expires by itself after lock_ttl_ms
+
+    def _pending_key(self, msisdn: str) -> str:
+        return f"{self._prefix}:{{{msisdn}}}:pending"
+
+    async def set_pending(self, msisdn: str, kind: str, ttl_s: int) -> None:
+        await self._call("SET", self._pending_key(msisdn), kind, "EX", ttl_s)
+
+    async def get_pending(self, msisdn: str) -> str | None:
+        value = await self._call("GET", self._pending_key(msisdn))
+        return value.decode() if value else None
+
+    async def take_pending(self, msisdn: str, kind: str) -> bool:
+        return bool(await self._eval(self._take_pending, (self._pending_key(msisdn),), (kind,)))
+
+    async def enqueue_sms(self, sms: OutboundSms) -> bool:
+        payload = orjson.dumps({"to": sms.to, "from": sms.sender, "text": sms.text, "key": sms.dedupe_key})
+        keys = (f"ussd:{{sms}}:dedupe:{sms.dedupe_key}", SMS_QUEUE_KEY)
+        return bool(await self._eval(self._enqueue, keys, (payload, "86400")))
+
+    async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
+        raw = await self._call("LRANGE", SMS_QUEUE_KEY, 0, limit - 1)
+        items = [orjson.loads(item) for item in raw]
+        return [OutboundSms(to=i["to"], sender=i["from"], text=i["text"], dedupe_key=i["key"]) for i in items]
+
+    @staticmethod
+    def _sms_of(raw: bytes) -> OutboundSms:
+        item = orjson.loads(raw)
+        return OutboundSms(to=item["to"], sender=item["from"], text=item["text"], dedupe_key=item["key"])
+
+    async def claim_sms(self, limit: int) -> list[ClaimedSms]:
+        """LMOVE queue -> in-flight, `limit` times in one round trip (a pipeline)."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                pipe = self._client.pipeline(transaction=False)
+                for _ in range(limit):
+                    pipe.lmove(SMS_QUEUE_KEY, SMS_INFLIGHT_KEY, "LEFT", "RIGHT")
+                moved = await pipe.execute()
+        except (RedisError, TimeoutError, OSError) as exc:
+            raise DependencyDown(f"session store: {exc.__class__.__name__}: {exc}") from exc
+        return [ClaimedSms(raw, self._sms_of(raw)) for raw in moved if raw is not None]
+
+    async def ack_sms(self, item: ClaimedSms) -> None:
+        await self._call("LREM", SMS_INFLIGHT_KEY, 1, item.token)
+
+    async def requeue_sms(self, item: ClaimedSms) -> None:
+        await self._eval(self._requeue, (SMS_INFLIGHT_KEY, SMS_QUEUE_KEY), (item.token,))
+
+    async def restore_inflight_sms(self) -> int:
+        return int(await self._eval(self._restore, (SMS_INFLIGHT_KEY, SMS_QUEUE_KEY), ()))
+
+    async def get_language(self, msisdn: str) -> str | None:
+        value = await self._call("GET", self._keys(msisdn)[2])
+        return value.decode() if value else None
+
+    async def claim_once(self, key: str, ttl_s: int) -> bool:
+        return bool(await self._call("SET", f"{self._prefix}:once:{key}", "1", "NX", "EX", ttl_s))
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call("PING"))
+        except DependencyDown:
+            return False
+
+    async def close(self) -> None:
+        await self._pipeline.drain()
+        await self._client.aclose()

@@ -1,0 +1,138 @@
+"""`ussd-gateway sim`: a phone in the terminal, dialling a running server.
+
+It speaks the server's JSON dialect (with `seq`, so it is retry-safe like a real
+gateway), shows each screen in a phone-sized frame, reads the subscriber's answer, and
+exits at END. Ctrl-D or Ctrl-C releases the dialogue (an `abort`), as hanging up does.
+With `record`, the session just played is written as a transcript (docs/transcripts.md)
+that `ussd-gateway replay` plays back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+WIDTH = 30
+
+
+def frame(text: str, *, end: bool) -> str:
+    """A phone screen: the text wrapped to the width of a small display."""
+    lines: list[str] = []
+    for line in text.split("\n"):
+        lines += textwrap.wrap(line, WIDTH) or [""]
+    top = "+" + "-" * (WIDTH + 2) + "+"
+    body = [f"| {line.ljust(WIDTH)} |" for line in lines]
+    footer = "[END: the dialogue is over]" if end else "[reply, or Ctrl-D to hang up]"
+    return "\n".join([top, *body, top, footer])
+
+
+class SimError(RuntimeError):
+    pass
+
+
+def post_json(url: str, body: dict[str, Any], timeout: float = 5.0, *, path: str = "/ussd") -> dict[str, Any]:
+    request = urllib.request.Request(
+        url.rstrip("/") + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise SimError(f"server refused the hop ({error.code}): {error.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise SimError(f"cannot reach {url}: {getattr(error, 'reason', error)}. Is `ussd-gateway serve` running?") from None
+
+
+def run_sim(
+    *,
+    url: str,
+    msisdn: str,
+    code: str,
+    lang: str | None = None,
+    read: Callable[[str], str] = input,
+    out: TextIO = sys.stdout,
+    smpp: str | None = None,
+    record: str | None = None,
+) -> int:
+    recorder = None
+    if record:
+        from ussd_gateway.app.recording import SessionRecorder
+
+        recorder = SessionRecorder(msisdn=msisdn, code=code, language=lang)
+    try:
+        if smpp:
+            return _run_over_smpp(smpp, msisdn=msisdn, code=code, read=read, out=out, recorder=recorder)
+        return _run_over_http(url, msisdn=msisdn, code=code, lang=lang, read=read, out=out, recorder=recorder)
+    finally:
+        if recorder is not None and record and recorder.hops:
+            path = recorder.write(record, channel="SMPP" if smpp else "HTTP (JSON)")
+            print(f"(recorded {len(recorder.hops)} screen(s) to {path}; replay: ussd-gateway replay {path})", file=out)
+
+
+def _run_over_http(url: str, *, msisdn: str, code: str, lang: str | None, read: Callable[[str], str], out: TextIO, recorder: Any) -> int:
+    session_id = "sim-" + uuid.uuid4().hex[:12]
+    base = {"session_id": session_id, "msisdn": msisdn, "service_code": code}
+    if lang:
+        base["language"] = lang
+    seq = 0
+    try:
+        reply = post_json(url, {**base, "event": "begin", "seq": seq})
+        answer: str | None = None
+        while True:
+            print(frame(reply["text"], end=reply["end"]), file=out, flush=True)
+            if recorder is not None:
+                recorder.screen(answer, reply["text"], reply["end"])
+            if reply["end"]:
+                return 0
+            try:
+                answer = read("> ")
+            except (EOFError, KeyboardInterrupt):
+                post_json(url, {**base, "event": "abort", "seq": seq + 1})
+                if recorder is not None:
+                    recorder.hangup()
+                print("\n(hung up)", file=out)
+                return 0
+            seq += 1
+            reply = post_json(url, {**base, "event": "continue", "input": answer, "seq": seq})
+    except SimError as error:
+        print(f"sim: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_over_smpp(control: str, *, msisdn: str, code: str, read: Callable[[str], str], out: TextIO, recorder: Any = None) -> int:
+    """Dial through a running `ussd-gateway smsc` (its control API at HOST:PORT): the
+    simulator sends the deliver_sm a real USSD gateway would, the server answers with
+    submit_sm, and the screens are the same as over HTTP."""
+    base = control if control.startswith("http") else f"http://{control}"
+    try:
+        answer = post_json(base, {"msisdn": msisdn, "code": code, "timeout": 5}, path="/ussd/start")
+        dialogue = answer["dialogue_id"]
+        text: str | None = None
+        while True:
+            screen = answer["screen"]
+            print(frame(screen["text"], end=screen["end"]), file=out, flush=True)
+            if recorder is not None:
+                recorder.screen(text, screen["text"], screen["end"])
+            if screen["end"]:
+                return 0
+            try:
+                text = read("> ")
+            except (EOFError, KeyboardInterrupt):
+                post_json(base, {}, path=f"/ussd/{dialogue}/abort")
+                if recorder is not None:
+                    recorder.hangup()
+                print("\n(hung up)", file=out)
+                return 0
+            answer = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")
+    except SimError as error:
+        print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
+        return 1
