@@ -18,7 +18,8 @@ from ussd_gateway.menus.engine import Engine
 from ussd_gateway.menus.model import MenuSet, Screen
 from ussd_gateway.menus.text import ScreenBudget
 
-from ussd_gateway.services.actions import ActionContext, resolve_args
+from ussd_gateway.menus.template import resolve_args
+from ussd_gateway.services.actions import ActionContext
 from ussd_gateway.backend import SubscriberBackend, build_backend
 from ussd_gateway.app.config import Settings
 from ussd_gateway.services.settings import ServiceSettings

@@ -8,10 +8,8 @@ from typing import Any
 
 from transitions import Machine
 
+from ussd_gateway.core.formats import LANGUAGES  # noqa: F401  (the menu model's languages)
 from ussd_gateway.menus.template import Template
-
-LANGUAGES: tuple[str, ...] = ("vi", "vi_dau", "en")
-"""Vietnamese without diacritics (default, GSM-7 safe), with diacritics, English."""
 
 KINDS = ("menu", "list", "input", "confirm", "router", "action", "end")
 TRANSIENT_KINDS = frozenset({"router", "action"})

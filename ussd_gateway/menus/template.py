@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date
 from typing import Any
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(?:\|([a-z_]+))?\}")
+
+from ussd_gateway.core.formats import data_size, day, money, number, upper
 
 _MISSING = object()
 
@@ -30,47 +31,6 @@ def lookup(variables: Mapping[str, Any], path: str) -> Any:
         if value is _MISSING:
             return None
     return value
-
-
-def _group(amount: int, sep: str) -> str:
-    return f"{amount:,}".replace(",", sep)
-
-
-def money(value: Any, lang: str) -> str:
-    """Whole đồng: `200.000d` (vi), `200.000đ` (vi_dau), `200,000 VND` (en)."""
-    amount = int(value or 0)
-    if lang == "en":
-        return _group(amount, ",") + " VND"
-    return _group(amount, ".") + ("đ" if lang == "vi_dau" else "d")
-
-
-def number(value: Any, lang: str) -> str:
-    """A grouped whole number: `52.000` (vi), `52,000` (en)."""
-    return _group(int(value or 0), "," if lang == "en" else ".")
-
-
-def data_size(value: Any, lang: str) -> str:
-    """MB as shown on a phone: `500MB`, `18GB`, `1.5GB`."""
-    mb = int(value or 0)
-    if mb < 1024:
-        return f"{mb}MB"
-    gb = mb / 1024
-    text = f"{gb:.1f}".rstrip("0").rstrip(".")
-    if lang != "en":
-        text = text.replace(".", ",")
-    return text + "GB"
-
-
-def day(value: Any, lang: str) -> str:
-    """An ISO date as `21/12/2026` (vi) or `21/12/2026` (en, same: unambiguous here)."""
-    if not value:
-        return ""
-    parsed = date.fromisoformat(str(value))
-    return parsed.strftime("%d/%m/%Y")
-
-
-def upper(value: Any, lang: str) -> str:
-    return str(value if value is not None else "").upper()
 
 
 FILTERS: dict[str, Callable[[Any, str], str]] = {
@@ -176,3 +136,14 @@ def compile_condition(source: str) -> Callable[[Mapping[str, Any]], bool]:
         return compare(lookup(variables, left), get_right(variables)) != negate
 
     return check
+
+
+def resolve_args(spec: Mapping[str, str], variables: Mapping[str, Any]) -> dict[str, Any]:
+    """`args` values are variable paths (`pkg.code`) or quoted literals (`'data'`)."""
+    resolved: dict[str, Any] = {}
+    for name, source in spec.items():
+        if len(source) >= 2 and source[0] == source[-1] == "'":
+            resolved[name] = source[1:-1]
+        else:
+            resolved[name] = lookup(variables, source)
+    return resolved

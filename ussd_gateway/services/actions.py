@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ussd_gateway.core.formats import LANGUAGES, data_size
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
@@ -72,8 +73,6 @@ def action(func: Action) -> Action:
 # ---- shaping backend data for screens -------------------------------------------------
 def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: int) -> str:
     """`4GB, 1000 phut, 50 SMS` in the subscriber's language."""
-    from ussd_gateway.menus.template import data_size
-
     parts: list[str] = []
     if data_mb:
         parts.append(data_size(data_mb, ctx.lang))
@@ -360,24 +359,8 @@ async def submit_feedback(ctx: ActionContext) -> str:
 @action
 async def set_language(ctx: ActionContext) -> str:
     """Switch the dialogue, and the subscriber's next ones, to `args.lang`."""
-    from ussd_gateway.menus.model import LANGUAGES
-
     lang = str(_arg(ctx, "lang"))
     if lang not in LANGUAGES:
         return "error"
     ctx.record.lang = lang
     return "ok"
-
-
-# ---- wiring ---------------------------------------------------------------------------------------
-def resolve_args(spec: Mapping[str, str], variables: Mapping[str, Any]) -> dict[str, Any]:
-    """`args` values are variable paths (`pkg.code`) or quoted literals (`'data'`)."""
-    from ussd_gateway.menus.template import lookup
-
-    resolved: dict[str, Any] = {}
-    for name, source in spec.items():
-        if len(source) >= 2 and source[0] == source[-1] == "'":
-            resolved[name] = source[1:-1]
-        else:
-            resolved[name] = lookup(variables, source)
-    return resolved

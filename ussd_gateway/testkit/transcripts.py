@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ussd_gateway.menus.template import money
-from ussd_gateway.menus.template import number as grouped_number
+from ussd_gateway.core.formats import LANGUAGES, money
+from ussd_gateway.core.formats import number as grouped_number
 
 from ussd_gateway.testkit.transcript_channels import (  # noqa: F401  (re-exported: the runner's public API)
     CHANNELS,
@@ -45,7 +45,6 @@ from ussd_gateway.testkit.transcript_channels import (  # noqa: F401  (re-export
     make_channel,
 )
 
-LANGUAGES = ("vi", "vi_dau", "en")
 DEFAULT_SMS_TIMEOUT_S = 5.0
 MAX_WAIT_S = 300.0
 """A `wait` longer than this is refused: replays are bounded."""

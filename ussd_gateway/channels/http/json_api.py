@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from ussd_gateway.core.errors import BadRequest
+from ussd_gateway.core.formats import LANGUAGES
 from ussd_gateway.core.hop import Hop, HopKind, Reply
 from ussd_gateway.core.msisdn import normalise_msisdn
 
@@ -22,7 +23,6 @@ from ussd_gateway.core.inputs import check_input, check_session_id, split_servic
 
 NAME = "json"
 _EVENTS = {"begin": HopKind.BEGIN, "continue": HopKind.CONTINUE, "abort": HopKind.ABORT}
-_LANGUAGES = ("vi", "vi_dau", "en")
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str:
@@ -55,8 +55,8 @@ async def parse(request: web.Request) -> Hop:
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
         raise BadRequest("seq must be a non-negative integer")
     language = body.get("language")
-    if language is not None and language not in _LANGUAGES:
-        raise BadRequest(f"language must be one of {', '.join(_LANGUAGES)}")
+    if language is not None and language not in LANGUAGES:
+        raise BadRequest(f"language must be one of {', '.join(LANGUAGES)}")
     if kind is HopKind.BEGIN:
         inputs = embedded
     elif kind is HopKind.CONTINUE:
