@@ -21,7 +21,7 @@ from ussd_gateway.backend import (
     build_backend,
     load_demo_data,
 )
-from ussd_gateway.backend.demo import DEFAULT_DATA_PATH, DemoData
+from ussd_gateway.backend.demo_data import DEFAULT_DATA_PATH, DemoData
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.testkit.redis_server import RedisServer
 
