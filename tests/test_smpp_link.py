@@ -17,7 +17,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from ussd_gateway.channels.smpp.config import BindSettings
-from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SmppMetrics, SubmitOutcome, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SubmitOutcome, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.metrics import SmppMetrics
 from ussd_gateway.channels.smpp.pdu import (
     ESME_RBINDFAIL,
     ESME_RMSGQFUL,

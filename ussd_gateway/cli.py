@@ -11,8 +11,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ussd_gateway.app.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from ussd_gateway.menus.text import ScreenBudget
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -114,14 +118,24 @@ def serve(args: argparse.Namespace) -> int:
     return code
 
 
-# ---- menus check --------------------------------------------------------------------------
-def menus_check(args: argparse.Namespace) -> int:
-    from ussd_gateway.menus.check import check_screen_budget
-    from ussd_gateway.menus.compiler import MenuError, load_menus
+# ---- menus check ----------------------------------------------------------------------------
+def _menu_inputs(args: argparse.Namespace) -> tuple[Path | None, ScreenBudget, Path | None]:
+    """What the menus commands work on: the menus directory (`--dir`, else the
+    configured one, else the packaged menus), the screen budget and the demo data file."""
     from ussd_gateway.menus.text import ScreenBudget
 
     settings = _settings(args)
     directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
+    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
+    demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
+    return directory, budget, demo
+
+
+def menus_check(args: argparse.Namespace) -> int:
+    from ussd_gateway.menus.check import check_screen_budget
+    from ussd_gateway.menus.compiler import MenuError, load_menus
+
+    directory, budget, demo = _menu_inputs(args)
     try:
         menus = load_menus(directory)
     except MenuError as error:
@@ -129,8 +143,6 @@ def menus_check(args: argparse.Namespace) -> int:
             print(problem)
         print(f"{len(error.problems)} problem(s); the server would refuse to start.", file=sys.stderr)
         return 1
-    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
-    demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
     problems = check_screen_budget(menus, budget, demo)
     for problem in problems:
         print(problem)
@@ -146,10 +158,8 @@ def menus_check(args: argparse.Namespace) -> int:
 def menus_graph(args: argparse.Namespace) -> int:
     from ussd_gateway.menus.compiler import MenuError, load_menus
     from ussd_gateway.menus.graph import GraphvizMissing, render_graph
-    from ussd_gateway.menus.text import ScreenBudget
 
-    settings = _settings(args)
-    directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
+    directory, budget, demo = _menu_inputs(args)
     try:
         menus = load_menus(directory)
     except MenuError as error:
@@ -157,8 +167,6 @@ def menus_graph(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print("The menu definitions do not compile; run `ussd-gateway menus check`.", file=sys.stderr)
         return 1
-    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
-    demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
     try:
         drawing = render_graph(menus, args.format, lang=args.lang, budget=budget, demo_data=demo)
     except GraphvizMissing as error:

@@ -120,7 +120,7 @@ class Menu:
 
 @dataclass(slots=True)
 class Keyword:
-    """An SMS keyword declared beside a service's menus (served by the SMPP issue)."""
+    """An SMS keyword declared beside a service's menus (served by the SMS channel: keyword SMS arrive over SMPP or HTTP)."""
 
     short_code: str
     words: tuple[str, ...]

@@ -28,6 +28,7 @@ from ussd_gateway.backend.port import (
     BundleChoice,
     Feedback,
     Package,
+    PurchaseResult,
     SubscriberBackend,
 )
 
@@ -169,12 +170,9 @@ async def _queue_confirmation(ctx: ActionContext, text_key: str, variables: Mapp
     )
 
 
-@action
-async def purchase(ctx: ActionContext) -> str:
-    """Debit and activate `args.code`; outcomes ok, insufficient, unknown. On ok the
-    confirmation SMS is queued for the SMS channel (once per idempotency key)."""
-    code = str(_arg(ctx, "code"))
-    result = await ctx.backend.purchase(ctx.msisdn, code, ctx.idempotency_key)
+async def _purchased(ctx: ActionContext, result: PurchaseResult, code: str) -> str:
+    """Show a purchase's outcome (`purchase`: status, balance, missing, expires, code)
+    and, when it went through, queue its confirmation SMS; the outcome is the status."""
     ctx.vars["purchase"] = {
         "status": result.status,
         "balance": result.balance,
@@ -185,6 +183,14 @@ async def purchase(ctx: ActionContext) -> str:
     if result.status == "ok":
         await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
     return result.status
+
+
+@action
+async def purchase(ctx: ActionContext) -> str:
+    """Debit and activate `args.code`; outcomes ok, insufficient, unknown. On ok the
+    confirmation SMS is queued for the SMS channel (once per idempotency key)."""
+    code = str(_arg(ctx, "code"))
+    return await _purchased(ctx, await ctx.backend.purchase(ctx.msisdn, code, ctx.idempotency_key), code)
 
 
 # ---- self-built bundle (M090) -------------------------------------------------------------
@@ -251,17 +257,7 @@ async def buy_bundle(ctx: ActionContext) -> str:
         cycle=ctx.vars["cycle"]["code"],
         name=str(ctx.vars["bundle_name"]).strip(),
     )
-    result = await ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key)
-    ctx.vars["purchase"] = {
-        "status": result.status,
-        "balance": result.balance,
-        "missing": result.missing,
-        "expires": result.package.expires if result.package else "",
-        "code": choice.name,
-    }
-    if result.status == "ok":
-        await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
-    return result.status
+    return await _purchased(ctx, await ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key), choice.name)
 
 
 # ---- KNDL -------------------------------------------------------------------------------------
