@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,6 +70,18 @@ async def _read_json(response: aiohttp.ClientResponse, what: str) -> Any:
         raise ChannelError(f"{what}: the answer is not JSON: {body[:200]!r}") from None
 
 
+async def _choose_language(menu: Awaitable[Screen], send: Callable[[str], Awaitable[Screen]], language: str) -> None:
+    """Choose `language` through `*090#` → 7 as a subscriber would: `menu` dials `*090#`,
+    `send` answers it. For channels that cannot carry the handset language on the wire."""
+    screen = await menu
+    for answer in (_LANGUAGE_MENU_KEY, _LANGUAGE_OPTION[language]):
+        if screen.end:
+            break
+        screen = await send(answer)
+    if not screen.end:
+        raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
+
+
 class _HttpBase:
     """Shared by both HTTP dialects: the SMS endpoints, the client session, and the
     menu-driven language choice for a dialect that cannot carry the language."""
@@ -103,13 +115,7 @@ class _HttpBase:
         """Choose the language through `*090#` → 7 once, as a subscriber would."""
         if not language or self.native_language or self._languages.get(msisdn) == language:
             return
-        screen = await self._begin(msisdn, "*090#", None)
-        for answer in (_LANGUAGE_MENU_KEY, _LANGUAGE_OPTION[language]):
-            if screen.end:
-                break
-            screen = await self.send(answer)
-        if not screen.end:
-            raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
+        await _choose_language(self._begin(msisdn, "*090#", None), self.send, language)
         self._languages[msisdn] = language
 
     async def dial(self, msisdn: str, code: str, language: str | None = None) -> Screen:
@@ -278,13 +284,7 @@ class SmppChannel:
 
     async def dial(self, msisdn: str, code: str, language: str | None = None) -> Screen:
         if language and self._languages.get(msisdn) != language:
-            screen = await self._begin(msisdn, "*090#")
-            for answer in (_LANGUAGE_MENU_KEY, _LANGUAGE_OPTION[language]):
-                if screen.end:
-                    break
-                screen = await self.send(answer)
-            if not screen.end:
-                raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
+            await _choose_language(self._begin(msisdn, "*090#"), self.send, language)
             self._languages[msisdn] = language
         return await self._begin(msisdn, code)
 
