@@ -82,7 +82,26 @@ async def _choose_language(menu: Awaitable[Screen], send: Callable[[str], Awaita
         raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
 
 
-class _HttpBase:
+class _Handset:
+    """What every channel does alike: the texts of the SMS it finds, and closing the
+    HTTP session it opened itself (one passed in belongs to the caller)."""
+
+    _own_http: bool
+    _http: aiohttp.ClientSession | None
+
+    async def outbound_messages(self, msisdn: str, timeout: float = 0.0) -> list[Sms]:
+        raise NotImplementedError
+
+    async def outbound_sms(self, msisdn: str) -> list[str]:
+        return [sms.text for sms in await self.outbound_messages(msisdn)]
+
+    async def close(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+class _HttpBase(_Handset):
     """Shared by both HTTP dialects: the SMS endpoints, the client session, and the
     menu-driven language choice for a dialect that cannot carry the language."""
 
@@ -161,14 +180,6 @@ class _HttpBase:
                 return new
             await asyncio.sleep(0.05)
 
-    async def outbound_sms(self, msisdn: str) -> list[str]:
-        return [sms.text for sms in await self.outbound_messages(msisdn)]
-
-    async def close(self) -> None:
-        if self._own_http and self._http is not None:
-            await self._http.close()
-            self._http = None
-
 
 class AfricasTalkingChannel(_HttpBase):
     """POST /ussd/africastalking: the form dialect, the whole `*`-joined history each hop."""
@@ -241,7 +252,7 @@ class JsonChannel(_HttpBase):
             await self._hop("abort")
 
 
-class SmppChannel:
+class SmppChannel(_Handset):
     """USSD and SMS through `ussd-gateway smsc`'s control API: the simulator plays the
     operator's SMSC, the server under test is bound to it as an ESME."""
 
@@ -311,14 +322,6 @@ class SmppChannel:
         simulator); waits up to `timeout` for at least one."""
         answer = await self._call("GET", "/mt", "GET /mt", params={"msisdn": msisdn, "timeout": f"{max(timeout, 0.0):.3f}"})
         return [Sms(str(item.get("from", "")), str(item.get("text", ""))) for item in answer.get("sms", [])]
-
-    async def outbound_sms(self, msisdn: str) -> list[str]:
-        return [sms.text for sms in await self.outbound_messages(msisdn)]
-
-    async def close(self) -> None:
-        if self._own_http and self._http is not None:
-            await self._http.close()
-            self._http = None
 
 
 CHANNELS = ("africastalking", "json", "smpp")
