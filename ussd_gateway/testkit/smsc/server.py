@@ -81,7 +81,6 @@ class _Link:
         task.add_done_callback(self.tasks.discard)
 
 
-
 class SmppServer:
     """The SMSC side of SMPP 3.4 on asyncio streams: binds, PDUs both ways, faults.
 

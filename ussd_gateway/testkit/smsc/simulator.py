@@ -392,7 +392,6 @@ class SmscSimulator(SmppServer):
         self._wake("mt")
 
 
-
 def _addresses(subscriber_number: str, destination: str) -> dict[str, Any]:
     """The address fields of a `deliver_sm` from a subscriber (international, E.164) to
     a short or service code (unknown type, E.164 plan)."""
@@ -429,4 +428,3 @@ def _packed_part_text(pdu: Pdu, body: bytes) -> str:
     if fields.get("message_payload"):
         return decode_text(0, body, packed=True)
     return decode_sms(0, int(fields.get("esm_class", 0)), fields.get("short_message", b""), packed=True)[1]
-

@@ -129,4 +129,3 @@ def check_template(text: str) -> None:
     """Raise ValueError when a `{…}` placeholder is malformed (checked at load)."""
     for expression, _filter in _placeholders(text):
         _parse_expression(expression)
-

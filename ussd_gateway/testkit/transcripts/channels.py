@@ -348,5 +348,3 @@ def make_channel(
             raise ValueError("the smpp channel needs the SMSC simulator's control API, HOST:PORT (e.g. 127.0.0.1:2776)")
         return SmppChannel(smpp, http=http, timeout_s=timeout_s)
     raise ValueError(f"unknown channel {kind!r}: use one of {', '.join(CHANNELS)}")
-
-

@@ -19,6 +19,7 @@ from ussd_gateway.testkit.transcripts.arithmetic import render_template
 from ussd_gateway.testkit.transcripts.channels import Channel, Screen, Sms
 from ussd_gateway.testkit.transcripts.model import Mismatch, SmsExpectation, Step
 
+
 def expected_summary(step: Step, variables: Mapping[str, str], lang: str) -> str:
     lines: list[str] = []
     for text in step.contains:

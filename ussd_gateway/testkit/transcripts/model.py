@@ -17,6 +17,7 @@ DEFAULT_SMS_TIMEOUT_S = 5.0
 MAX_WAIT_S = 300.0
 """A `wait` longer than this is refused: replays are bounded."""
 
+
 # ---- errors -------------------------------------------------------------------------------
 class TranscriptError(ValueError):
     """A transcript file that cannot be used: says which file, where, and what to fix."""
@@ -139,4 +140,3 @@ class TranscriptResult:
     @property
     def failed_step(self) -> StepResult | None:
         return next((step for step in self.steps if not step.ok), None)
-

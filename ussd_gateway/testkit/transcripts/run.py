@@ -19,6 +19,7 @@ from ussd_gateway.testkit.transcripts.channels import DEFAULT_STEP_TIMEOUT_S, Ch
 from ussd_gateway.testkit.transcripts.expect import Handset, check_step, expected_summary, safe_summary
 from ussd_gateway.testkit.transcripts.model import Mismatch, StepResult, Transcript, TranscriptResult
 
+
 async def _act(step: Step, channel: Channel, handset: Handset, msisdn: str, language: str | None, scope: dict[str, Any], lang: str) -> float | None:
     """Do the step's action; the seconds the hop took (None for wait, hangup, none)."""
     started = time.perf_counter()
