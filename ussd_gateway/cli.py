@@ -9,13 +9,14 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from ussd_gateway.app.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from ussd_gateway.menus.model import MenuSet
     from ussd_gateway.menus.text import ScreenBudget
 
 
@@ -131,17 +132,25 @@ def _menu_inputs(args: argparse.Namespace) -> tuple[Path | None, ScreenBudget, P
     return directory, budget, demo
 
 
-def menus_check(args: argparse.Namespace) -> int:
-    from ussd_gateway.menus.check import check_screen_budget
+def _compiled_or_report(directory: Path | None, problems_to: TextIO, closing: Callable[[int], str]) -> MenuSet | None:
+    """The compiled menus, or None after printing every problem and a closing line."""
     from ussd_gateway.menus.compiler import MenuError, load_menus
 
-    directory, budget, demo = _menu_inputs(args)
     try:
-        menus = load_menus(directory)
+        return load_menus(directory)
     except MenuError as error:
         for problem in error.problems:
-            print(problem)
-        print(f"{len(error.problems)} problem(s); the server would refuse to start.", file=sys.stderr)
+            print(problem, file=problems_to)
+        print(closing(len(error.problems)), file=sys.stderr)
+        return None
+
+
+def menus_check(args: argparse.Namespace) -> int:
+    from ussd_gateway.menus.check import check_screen_budget
+
+    directory, budget, demo = _menu_inputs(args)
+    menus = _compiled_or_report(directory, sys.stdout, lambda n: f"{n} problem(s); the server would refuse to start.")
+    if menus is None:
         return 1
     problems = check_screen_budget(menus, budget, demo)
     for problem in problems:
@@ -156,16 +165,11 @@ def menus_check(args: argparse.Namespace) -> int:
 
 # ---- menus graph --------------------------------------------------------------------------
 def menus_graph(args: argparse.Namespace) -> int:
-    from ussd_gateway.menus.compiler import MenuError, load_menus
     from ussd_gateway.menus.graph import GraphvizMissing, render_graph
 
     directory, budget, demo = _menu_inputs(args)
-    try:
-        menus = load_menus(directory)
-    except MenuError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        print("The menu definitions do not compile; run `ussd-gateway menus check`.", file=sys.stderr)
+    menus = _compiled_or_report(directory, sys.stderr, lambda _: "The menu definitions do not compile; run `ussd-gateway menus check`.")
+    if menus is None:
         return 1
     try:
         drawing = render_graph(menus, args.format, lang=args.lang, budget=budget, demo_data=demo)
