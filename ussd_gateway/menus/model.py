@@ -56,7 +56,7 @@ ActionFn = Callable[["ActionContextLike"], Awaitable[str]]
 
 
 class ActionContextLike:  # pragma: no cover - typing aid only
-    """What an action receives; the concrete class lives in `ussd_gateway.actions`."""
+    """What an action receives; the concrete class lives in `ussd_gateway.services.actions`."""
 
 
 @dataclass(slots=True)
