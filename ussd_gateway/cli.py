@@ -42,8 +42,6 @@ def _install_uvloop() -> None:
 
 def run_worker(settings: Settings, reuse_port: bool) -> None:
     """One serving process: compile menus, open the port, serve until SIGTERM/SIGINT."""
-    from aiohttp import web
-
     from ussd_gateway.menus.compiler import MenuError
 
     from ussd_gateway.core.logs import configure_logging
@@ -71,15 +69,10 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
-    web.run_app(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-    )
+    from ussd_gateway.app import graceful
+
+    # Not web.run_app: its shutdown reset the requests received but not yet started.
+    graceful.run(app, host=settings.http.host, port=settings.http.port, reuse_port=reuse_port, shutdown_timeout=5.0)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -94,29 +87,15 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--workers {workers} needs a shared session store: pass --redis-url (the memory store lives in one process)"
         )
-    import multiprocessing
+    from ussd_gateway.app.supervisor import Supervisor
 
     # Every worker writes its metrics to files here; /metrics on any worker merges them.
     metrics_dir = tempfile.TemporaryDirectory(prefix="ussd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(settings, True), name=f"worker-{n}") for n in range(workers)]
-    for process in processes:
-        process.start()
-
-    def stop(signum: int, _frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid:
-                os.kill(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    code = 0
-    for process in processes:
-        process.join()
-        code = code or (process.exitcode or 0)
-    metrics_dir.cleanup()
-    return code
+    try:
+        return Supervisor(run_worker, (settings, True), workers).run()
+    finally:
+        metrics_dir.cleanup()
 
 
 # ---- menus check ----------------------------------------------------------------------------

@@ -35,8 +35,14 @@ class SessionSettings:
     """A dialogue dropped without an END and redialled within this is offered back."""
     hop_deadline_ms: int = 800
     """Every hop is answered within this, the busy END included."""
-    lock_ttl_ms: int = 5000
-    """A crashed process's lock frees itself after this."""
+    lock_ttl_ms: int = 1000
+    """A dead or cancelled hop's per-subscriber lock frees itself after this: about one
+    hop deadline, so the gateway's retry is served rather than answered busy. A hop
+    never outlives its lock (the deadline is shorter), and a money write that reaches
+    Redis after the lock expired changes nothing (it checks the lock)."""
+    begin_retry_ms: int = 5000
+    """A begin is answered from the saved reply only this soon after it (a gateway's
+    retry); later, the same session id begins a new dialogue (ids are recycled)."""
     redis_timeout_ms: int = 300
 
 

@@ -57,10 +57,10 @@ async def outbound_sms(request: web.Request) -> web.Response:
     except BadRequest as error:
         return sms_http.render_error(error)
     try:
-        queued = await request.app[GATEWAY].store.outbound_sms(1000)
+        queued = await request.app[GATEWAY].store.recent_sms(msisdn, 1000)
     except DependencyDown:
         return web.json_response({"error": "service busy, try again later"}, status=503)
-    return web.json_response([{"from": s.sender, "text": s.text} for s in queued if s.to == msisdn])
+    return web.json_response([{"from": s.sender, "text": s.text} for s in queued])
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -34,6 +34,11 @@ class Metrics:
             ["channel"],
             registry=self.registry,
         )
+        self.sms_dropped = Counter(
+            "ussd_sms_dropped",
+            "Outbound SMS dropped because the queue reached its cap (nothing drains it: SMPP off?).",
+            registry=self.registry,
+        )
         self._hop_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
         self._session_children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}

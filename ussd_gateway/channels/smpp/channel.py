@@ -87,6 +87,10 @@ class SmppChannel:
             return
         self._stopping.set()
         self._wake_drain.set()
+        # Screens already answered go out before the unbind (each is bounded by its
+        # dialogue's reply deadline).
+        if self._screens:
+            await asyncio.wait(set(self._screens), timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
