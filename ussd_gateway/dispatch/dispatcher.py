@@ -44,7 +44,7 @@ class DispatchSettings:
 class HopResult:
     reply: Reply
     outcome: str
-    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended"""
+    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended, limited"""
     screen: str
 
 
@@ -75,6 +75,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         clock: Any = time.time,
         recorder: Any = None,
+        limiter: Any = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -86,6 +87,9 @@ class Dispatcher:
         self._token_prefix = f"{os.getpid()}-{os.urandom(3).hex()}-"
         self._background: set[asyncio.Task[None]] = set()
         self.recorder = recorder
+        self.limiter = limiter
+        """Optional `sessions.ratelimit.SubscriberLimiter`: over a subscriber's rate, a
+        hop gets the polite `limited` END (its counter shares the BEGIN round trip)."""
         """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
 
@@ -134,10 +138,16 @@ class Dispatcher:
             return HopResult(Reply(text, end=True), "unknown_service", "")
         token = self._token_prefix + str(next(self._tokens))
         hop_key = hop.hop_key or ("begin" if hop.kind is HopKind.BEGIN else "")
+        verdict = None if self.limiter is None or hop.kind is HopKind.ABORT else self.limiter.check_hop(hop.msisdn, hop.kind is HopKind.BEGIN)
         loaded = await self._lock(hop, hop_key, token)
         if loaded.status is LoadStatus.REPLAY:
             text, end = orjson.loads(loaded.reply or b'["", true]')
             return HopResult(Reply(text, end), "replay", "")
+        if verdict is not None and (limit := await verdict) is not None:
+            self._release_later(hop.msisdn, token)
+            self.metrics.guard.count_limited(limit)
+            lang = hop.language or loaded.lang or self.settings.default_lang
+            return HopResult(Reply(self.engine.system_text("limited", lang), end=True), "limited", "")
         committed = False
         try:
             answer, record, lang = await self._step(hop, loaded.record, loaded.lang)

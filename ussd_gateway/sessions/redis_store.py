@@ -252,6 +252,11 @@ class RedisStore:
     def client(self) -> aioredis.Redis:
         return self._client
 
+    def submit(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue a command on this store's auto-pipeline now: issued in the same loop
+        turn as a hop's script, it rides in the same round trip (the rate limits)."""
+        return self._pipeline.submit(*command)
+
     def _keys(self, msisdn: str) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{msisdn}}}"
         return base + ":sess", base + ":lock", base + ":lang"
