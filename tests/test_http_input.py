@@ -124,7 +124,7 @@ _BODIES = st.one_of(
     st.sampled_from([GOOD_JSON, GOOD_SMS]).flatmap(lambda good: st.integers(0, len(good)).map(lambda n: good[:n])),
     st.dictionaries(st.sampled_from(["session_id", "msisdn", "service_code", "event", "input", "seq", "language", "short_code", "text",
                                      "message_id"]),
-                    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20), st.lists(st.integers(), max_size=2)),
+                    st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(max_size=20), st.lists(st.integers(-1000, 1000), max_size=2)),
                     max_size=8).map(lambda d: __import__("orjson").dumps(d)),
 )
 _QUERIES = st.dictionaries(st.sampled_from(["to", "format", "x"]), st.text(max_size=20), max_size=2)
@@ -149,4 +149,6 @@ def test_every_endpoint_answers_random_requests_below_500(fuzz_server, method, p
         headers["Content-Encoding"] = encoding
     status = fuzz_server.request(method, path, body=body if method == "POST" else b"", headers=headers, query=query)
     assert status is not None, "no answer within the bound"
+    if path == "/menus/graph" and status == 503:
+        return  # Graphviz is not installed here: the documented answer
     assert status < 500, status

@@ -25,6 +25,10 @@ from ussd_gateway.core.errors import BadRequest
 DEFAULT_BODY_TIMEOUT_S = 10.0
 BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
 """Set by the app from `[http] body_timeout_s`; the default otherwise."""
+RAW_BODIES = web.AppKey("raw_bodies", bool)
+"""True when the server hands bodies over still compressed (`auto_decompress=False`,
+as `app/serving.py` runs it): aiohttp's own inflater never answers some corrupt
+deflate bodies, so we inflate here, bounded by the body size limit."""
 _BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ENCODINGS = ("", "identity", "gzip", "deflate", "x-gzip")
 
@@ -49,7 +53,7 @@ async def read_bytes(request: web.Request, timeout_s: float | None = None) -> by
     timeout_s = _timeout(request, timeout_s)
     try:
         async with asyncio.timeout(timeout_s):
-            return await request.read()
+            raw = await request.read()
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
     except web.HTTPRequestEntityTooLarge:
@@ -58,6 +62,29 @@ async def read_bytes(request: web.Request, timeout_s: float | None = None) -> by
         raise BadRequest(f"the body could not be read: {exc.__class__.__name__}") from None
     except Exception as exc:  # aiohttp's decompressors raise their libraries' own errors
         raise BadRequest(f"the body could not be read: {exc.__class__.__name__}") from None
+    if request.app.get(RAW_BODIES, False):
+        return inflate(raw, request.headers.get("Content-Encoding", ""), request.app._client_max_size)
+    return raw
+
+
+def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """`raw` decoded per its Content-Encoding, at most `limit` bytes; BadRequest when
+    the stream is corrupt or cut short, 413 when it inflates beyond the limit."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    candidates = (31,) if encoding in ("gzip", "x-gzip") else (15, -15)  # deflate: zlib-wrapped, or raw as some send it
+    for wbits in candidates:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            body = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            continue
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        if inflater.eof and not inflater.unused_data:
+            return body
+    raise BadRequest(f"the body is not valid {encoding} data")
 
 
 async def read_json(request: web.Request, timeout_s: float | None = None) -> dict[str, Any]:
