@@ -136,6 +136,8 @@ async def menus_graph(request: web.Request) -> web.Response:
             cache[fmt] = await asyncio.get_running_loop().run_in_executor(None, render)
         except GraphvizMissing as error:
             return web.json_response({"error": str(error)}, status=503)
+        except RuntimeError:  # Graphviz is installed but failed (a broken install): not the caller's fault
+            return web.json_response({"error": "Graphviz could not draw the map (see `dot -V`); try ?format=mermaid"}, status=503)
     charset = None if fmt == "svg" else "utf-8"
     return web.Response(body=cache[fmt], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
 
