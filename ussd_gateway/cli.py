@@ -45,7 +45,9 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
     from ussd_gateway.menus.compiler import MenuError
 
     from ussd_gateway.core.logs import configure_logging
+    from ussd_gateway.core.secrets import mask_url
     from ussd_gateway.app.server import create_app
+    from ussd_gateway.app.serving import run
 
     configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
     _install_uvloop()
@@ -62,21 +64,22 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
     # Freezing them after start-up leaves the collector only what hops allocate.
     gc.collect()
     gc.freeze()
-    store = f"redis {settings.sessions.redis_url}" if settings.sessions.redis_url else "memory"
+    store = f"redis {mask_url(settings.sessions.redis_url)}" if settings.sessions.redis_url else "memory"
+    admin = f", admin on http://{settings.admin.host}:{settings.admin.port}" if settings.admin.port else ""
     print(
-        f"ussd-gateway pid {os.getpid()} listening on http://{settings.http.host}:{settings.http.port} "
+        f"ussd-gateway pid {os.getpid()} listening on http://{settings.http.host}:{settings.http.port}{admin} "
         f"(sessions: {store}, backend: {settings.backend.kind})",
         file=sys.stderr,
         flush=True,
     )
-    from ussd_gateway.app import graceful
-
-    # Not web.run_app: its shutdown reset the requests received but not yet started.
-    graceful.run(app, host=settings.http.host, port=settings.http.port, reuse_port=reuse_port, shutdown_timeout=5.0)
+    run(app, settings, reuse_port=reuse_port)
 
 
 def serve(args: argparse.Namespace) -> int:
+    from ussd_gateway.app.exposure import check_exposure
+
     settings = _settings(args)
+    check_exposure(settings)  # before any worker starts: refuse to expose unprotected routes
     workers = args.workers
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -396,7 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        from ussd_gateway.core.secrets import scrub
+
+        print(f"configuration error: {scrub(str(error))}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,47 @@ class HttpSettings:
     port: int = 8080
     max_body_bytes: int = 8192
     """Gateways send a few hundred bytes; anything bigger is refused with 413."""
+    tokens: tuple[str, ...] = ()
+    """Non-empty: the gateway routes want `Authorization: Bearer <one of them>` (401 otherwise)."""
+    allow_from: tuple[str, ...] = ()
+    """Non-empty: only these addresses or networks (CIDR) reach the gateway routes (403)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peers (addresses or CIDR) whose `X-Forwarded-For` names the real caller."""
+    signing_secrets: tuple[str, ...] = ()
+    """Non-empty: gateway requests carry an HMAC-SHA256 signature by one of these."""
+    signature_max_age_s: int = 300
+    """A signature older (or further in the future) than this is refused; each is used once."""
+    allow_unauthenticated: bool = False
+    """Serve the gateway routes beyond loopback without tokens, allow-list or signatures."""
+    header_timeout_s: float = 10.0
+    """A request's head must arrive within this (and an idle connection closes after it)."""
+    body_timeout_s: float = 10.0
+    """A request's body must arrive within this (408 otherwise)."""
+    max_connections_per_peer: int = 256
+    """Open connections from one address, at most; more are closed at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The testers' and operators' routes: /sim, /sms/outbound, /menus/graph, /metrics."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0: no admin listener (the admin routes are on the main one, loopback binds only)."""
+    token: str = ""
+    """Non-empty: the admin routes want it (`Authorization: Bearer`, or Basic's password)."""
+    expose_on_main: bool = False
+    """Serve the admin routes on a non-loopback main listener too (needs `token`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Rates per subscriber and per caller; 0 turns one off. See docs/operations.md."""
+
+    msisdn_hops_per_minute: int = 300
+    msisdn_sessions_per_minute: int = 60
+    msisdn_sms_per_minute: int = 30
+    peer_requests_per_second: int = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +149,8 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     smpp: SmppSettings = field(default_factory=SmppSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""
@@ -119,8 +162,21 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what is expected."""
 
 
+SECRET_KEYS = frozenset({"tokens", "signing_secrets", "token", "http_token", "password", "redis_url"})
+"""Keys whose values are never repeated in an error message."""
+
+
 def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
     where = f"[{section}] {key}"
+    if key in SECRET_KEYS and not isinstance(value, (str, list, tuple)):
+        raise ConfigError(f"{where} must be {'a list of strings' if isinstance(expected, tuple) else 'a string'} (value not shown)")
+    if isinstance(expected, tuple):
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            shown = "(value not shown)" if key in SECRET_KEYS else f"got {value!r}"
+            raise ConfigError(f"{where} must be a list of strings, {shown}")
+        return tuple(value)
     if isinstance(expected, bool):
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):

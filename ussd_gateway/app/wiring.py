@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from ussd_gateway.sessions.memory import MemoryStore
+from ussd_gateway.sessions.ratelimit import Limits, SubscriberLimiter
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.redis_store import RedisStore
 from ussd_gateway.sessions.store import SessionStore
@@ -123,6 +124,10 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         default_lang=settings.screen.default_language,
         resume_window_s=s.resume_window_s,
     )
+    metrics = metrics or Metrics()
+    lim = settings.limits
+    limits = Limits(lim.msisdn_hops_per_minute, lim.msisdn_sessions_per_minute, lim.msisdn_sms_per_minute)
+    limiter = SubscriberLimiter(limits, store if isinstance(store, RedisStore) else None) if limits.active else None
     dispatcher = Dispatcher(
         engine,
         store,
@@ -134,6 +139,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         ),
         metrics=metrics,
         recorder=build_recorder(settings.recording),
+        limiter=limiter,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
     return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)

@@ -51,7 +51,7 @@ class DispatchSettings:
 class HopResult:
     reply: Reply
     outcome: str
-    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended"""
+    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended, limited"""
     screen: str
 
 
@@ -82,6 +82,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         clock: Any = time.time,
         recorder: Any = None,
+        limiter: Any = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -95,6 +96,9 @@ class Dispatcher:
         self.recorder = recorder
         """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.app.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
+        self.limiter = limiter
+        """Optional `sessions.ratelimit.SubscriberLimiter`: over a subscriber's rate, a
+        hop gets the polite `limited` END (its counter shares the BEGIN round trip)."""
 
     def busy_reply(self, lang: str | None = None) -> Reply:
         return Reply(self.engine.system_text("busy", lang or self.settings.default_lang), end=True)
@@ -144,10 +148,17 @@ class Dispatcher:
         # without `seq`) cannot be told from a new dialogue, so it always starts one.
         hop_key = hop.hop_key or ""
         window = self.settings.begin_retry_ms if hop.kind is HopKind.BEGIN else None
+        # The rate check is queued first, so it rides in the lock's round trip.
+        verdict = None if self.limiter is None or hop.kind is HopKind.ABORT else self.limiter.check_hop(hop.msisdn, hop.kind is HopKind.BEGIN)
         loaded = await self._lock(hop, hop_key, token, window)
         if loaded.status is LoadStatus.REPLAY:
             text, end = orjson.loads(loaded.reply or b'["", true]')
             return HopResult(Reply(text, end), "replay", "")
+        if verdict is not None and (limit := await verdict) is not None:
+            self._release_later(hop.msisdn, token)
+            self.metrics.guard.count_limited(limit)
+            lang = hop.language or loaded.lang or self.settings.default_lang
+            return HopResult(Reply(self.engine.system_text("limited", lang), end=True), "limited", "")
         committed = False
         fence = HOP_LOCK.set(HopLock(hop.msisdn, token))
         try:

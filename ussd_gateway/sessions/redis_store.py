@@ -321,6 +321,10 @@ class RedisStore:
     @property
     def prefix(self) -> str:
         return self._prefix
+    def submit(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue a command on this store's auto-pipeline now: issued in the same loop
+        turn as a hop's script, it rides in the same round trip (the rate limits)."""
+        return self._pipeline.submit(*command)
 
     def _keys(self, msisdn: str) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{msisdn}}}"
