@@ -202,3 +202,24 @@ class TestHungRedisDuringMoney:
         else:
             assert "100.000d" in balance and "85.000d" not in retried.text
             assert len(await sms_to(client, phone.msisdn)) == 0
+
+
+class TestOutboxSweep:
+    async def test_an_outbox_left_behind_reaches_the_queue(self, redis_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+        """A process died between a debit and moving its SMS (the SMS sits in the
+        subscriber's outbox): the next worker to start moves it to the SMS queue."""
+        from ussd_gateway.sessions.redis_store import sms_payload, subscriber_key
+        from ussd_gateway.sessions.store import OutboundSms
+
+        msisdn = "84905550077"
+        orphan = OutboundSms(to=msisdn, sender="MobiFone", text="Dang ky thanh cong goi D15", dedupe_key="n1:3:1")
+        raw = aioredis.Redis.from_url(redis_url)
+        await raw.rpush(subscriber_key("ussd", msisdn, "outbox"), sms_payload(orphan))
+        client = await aiohttp_client(create_app(make_settings(redis_url, sessions={"outbox_sweep_s": 0.05})))
+        for _ in range(100):
+            if await sms_to(client, msisdn):
+                break
+            await asyncio.sleep(0.02)
+        assert [s["text"] for s in await sms_to(client, msisdn)] == ["Dang ky thanh cong goi D15"]
+        assert await raw.llen(subscriber_key("ussd", msisdn, "outbox")) == 0
+        await raw.aclose()

@@ -85,6 +85,10 @@ class SessionSettings:
     """A begin is answered from the saved reply only this soon after it (a gateway's
     retry); later, the same session id begins a new dialogue (ids are recycled)."""
     redis_timeout_ms: int = 300
+    outbox_sweep_s: float = 30.0
+    """How often a worker moves SMS outboxes left behind by a process that died between
+    a debit and queueing its SMS (Redis only; 0: never). The SMS then leaves at most this
+    late; the debit's own hop moves its SMS at once."""
 
 
 @dataclass(frozen=True, slots=True)

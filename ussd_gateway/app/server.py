@@ -7,6 +7,7 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from ussd_gateway.app.config import Settings
@@ -150,6 +151,28 @@ def secrets_of(settings: Settings) -> list[str]:
     return [value for value in found if value]
 
 
+def start_outbox_sweeper(store: object, every_s: float) -> asyncio.Task[None] | None:
+    """Move the SMS outboxes a dead process left behind (it died between a debit and
+    moving its SMS to the queue): at start, so a restarted worker picks them up, then
+    every `every_s`. Only the Redis store has outboxes; 0 turns the sweep off."""
+    sweep = getattr(store, "sweep_outboxes", None)
+    if sweep is None or every_s <= 0:
+        return None
+    log = structlog.get_logger("ussd_gateway.outbox")
+
+    async def run() -> None:
+        while True:
+            try:
+                moved = await sweep()
+                if moved:
+                    log.warning("outbox_swept", moved=moved)
+            except DependencyDown as exc:
+                log.warning("outbox_sweep_failed", error=str(exc))
+            await asyncio.sleep(every_s)
+
+    return asyncio.get_running_loop().create_task(run())
+
+
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
     """The gateway's web application. Menus compile here (a bad definition stops the
     start with every problem listed); connections open lazily and close on cleanup."""
@@ -164,6 +187,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         channel = None
+        sweeper = start_outbox_sweeper(app[GATEWAY].store, settings.sessions.outbox_sweep_s)
         if settings.smpp.binds:
             from ussd_gateway.channels.smpp.channel import SmppChannel
 
@@ -171,6 +195,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
             await channel.start()
             app[SMPP] = channel
         yield
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         if channel is not None:
             await channel.stop()
         await app[GATEWAY].close()
