@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -40,8 +41,9 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_worker(settings: Settings, reuse_port: bool) -> None:
-    """One serving process: compile menus, open the port, serve until SIGTERM/SIGINT."""
+def run_worker(settings: Settings, listeners: list[socket.socket] | None = None) -> None:
+    """One serving process: compile menus, serve on `listeners` (bound by the
+    supervisor and shared by the workers) or on its own, until SIGTERM/SIGINT."""
     from ussd_gateway.menus.compiler import MenuError
 
     from ussd_gateway.core.logs import configure_logging
@@ -72,7 +74,7 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
         file=sys.stderr,
         flush=True,
     )
-    run(app, settings, reuse_port=reuse_port)
+    run(app, settings, listeners=listeners)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -84,19 +86,20 @@ def serve(args: argparse.Namespace) -> int:
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     if workers == 1:
-        run_worker(settings, reuse_port=False)
+        run_worker(settings)
         return 0
     if not settings.sessions.redis_url:
         raise ConfigError(
             f"--workers {workers} needs a shared session store: pass --redis-url (the memory store lives in one process)"
         )
+    from ussd_gateway.app.serving import bind_listeners
     from ussd_gateway.app.supervisor import Supervisor
 
     # Every worker writes its metrics to files here; /metrics on any worker merges them.
     metrics_dir = tempfile.TemporaryDirectory(prefix="ussd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
     try:
-        return Supervisor(run_worker, (settings, True), workers).run()
+        return Supervisor(run_worker, (settings, bind_listeners(settings)), workers).run()
     finally:
         metrics_dir.cleanup()
 

@@ -5,8 +5,10 @@ SIGTERM it reset requests that had reached this process but not yet a handler: t
 connections waiting in the kernel's accept queue, and requests on keep-alive
 connections between two hops. `app.serving` does this instead, on SIGTERM:
 
-1. stop accepting: each listening socket closes, but a duplicate of it is kept just
-   long enough to accept every connection already queued, which are served;
+1. stop accepting: with listeners shared by several workers (`serve --workers N`),
+   this worker just stops taking connections and the others serve what is queued;
+   a lone worker closes its listening socket, keeping a duplicate just long enough
+   to accept every connection already queued, which are served;
 2. drain: every response from now on closes its connection (`Connection: close`, set
    by `close_when_draining`), so clients take their next request elsewhere; the worker
    waits until no connection is left, closing those that stay idle, for at most the
@@ -23,8 +25,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-DRAIN_IDLE_S = 0.3
-"""A keep-alive connection with no request for this long after SIGTERM is closed."""
+DRAIN_IDLE_S = 2.0
+"""A keep-alive connection with no request for this long after SIGTERM is closed.
+Long enough that a client using the connection gets its answer (with `Connection:
+close`) rather than racing our close; short enough to exit well within the timeout."""
 
 DRAINING = web.AppKey("draining", list)
 """One-element list: True once the worker drains (a list: the app is frozen by then)."""

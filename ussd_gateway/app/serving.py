@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,13 +135,11 @@ class GuardedSite(web.SockSite):
         self._server = await asyncio.get_running_loop().create_server(self.protocol, sock=self._sock, backlog=self._backlog)
 
 
-def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket (port 0: any free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host or "0.0.0.0", port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -156,6 +155,8 @@ class Serving:
     admin_port: int | None
     limits: ConnectionLimits
     sites: list[GuardedSite] = field(default_factory=list)
+    shared: bool = False
+    """The listeners are shared with other workers, which serve what is queued on them."""
 
     async def stop(self, shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
         """Stop accepting, answer what was received (queued connections included),
@@ -164,7 +165,10 @@ class Serving:
         try:
             self.runner.app[graceful.DRAINING][0] = True
             for site in self.sites:
-                await graceful.stop_accepting(site, site.listening, site.protocol)
+                if self.shared:
+                    await site.stop()  # this worker's copy only: the others go on accepting
+                else:
+                    await graceful.stop_accepting(site, site.listening, site.protocol)
             await graceful.drain(self.runner, until)
         finally:
             await self.runner.cleanup()
@@ -172,8 +176,23 @@ class Serving:
                 site.listening.close()
 
 
-async def start_serving(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> Serving:
-    """Bind the listeners and serve `app` (built by `create_app` from these settings)."""
+def bind_listeners(settings: Settings) -> list[socket.socket]:
+    """The listening sockets of `settings`: the main one, then the admin one if set.
+    `serve --workers N` binds them once in the supervisor and hands them to every
+    worker, so a worker that stops (SIGTERM, a crash) leaves the connections queued
+    on them to the others instead of resetting them (as a closing SO_REUSEPORT
+    listener would), and the port stays open while a worker restarts."""
+    sockets = [bind(settings.http.host, settings.http.port)]
+    if settings.admin.port:
+        sockets.append(bind(settings.admin.host, settings.admin.port))
+    return sockets
+
+
+async def start_serving(
+    app: web.Application, settings: Settings, *, listeners: Sequence[socket.socket] | None = None
+) -> Serving:
+    """Serve `app` (built by `create_app` from these settings) on `listeners`, shared
+    with other workers, or on listeners of its own bound here."""
     from ussd_gateway.app.server import GUARD
 
     http = settings.http
@@ -185,25 +204,23 @@ async def start_serving(app: web.Application, settings: Settings, *, reuse_port:
         keepalive_timeout=min(KEEPALIVE_S, http.header_timeout_s),
     )
     await runner.setup()
-    main = bind(http.host, http.port, reuse_port=reuse_port)
-    sockets = [main]
+    shared = listeners is not None
+    sockets = list(listeners) if listeners is not None else bind_listeners(settings)
     admin_port = None
     if settings.admin.port:
-        admin = bind(settings.admin.host, settings.admin.port, reuse_port=reuse_port)
-        sockets.append(admin)
-        admin_port = admin.getsockname()[1]
+        admin_port = sockets[1].getsockname()[1]
         app[GUARD].policy.admin_ports.add(admin_port)
     sites = [GuardedSite(runner, sock, limits) for sock in sockets]
     for site in sites:
         await site.start()
-    return Serving(runner, main.getsockname()[1], admin_port, limits, sites)
+    return Serving(runner, sockets[0].getsockname()[1], admin_port, limits, sites, shared)
 
 
-def run(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> None:
+def run(app: web.Application, settings: Settings, *, listeners: Sequence[socket.socket] | None = None) -> None:
     """Serve until SIGTERM or SIGINT; then answer what was received (up to 5 s) and stop."""
 
     async def main() -> None:
-        serving = await start_serving(app, settings, reuse_port=reuse_port)
+        serving = await start_serving(app, settings, listeners=listeners)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
