@@ -157,11 +157,11 @@ class SmppChannel:
             return smpp_pdu.ESME_RINVOPTPARAMVAL
         session_id = ussd.session_id(bind, fields, msisdn)
         hop_key = ussd.hop_id(dialect, fields, text)
+        marker: str | None = None
         if hop_key is None:
+            marker = f"ussd:{session_id}"
             try:
-                hop_key, _resent = await self._resend_key(
-                    f"ussd:{session_id}", ussd.resend_fingerprint(fields), dialect.resend_window_s
-                )
+                hop_key, _resent = await self._resend_key(marker, ussd.resend_fingerprint(fields), dialect.resend_window_s)
             except DependencyDown:
                 return smpp_pdu.ESME_RSYSERR  # the gateway resends; nothing was done
         if kind is HopKind.BEGIN:
@@ -178,7 +178,9 @@ class SmppChannel:
             return smpp_pdu.ESME_ROK  # a release gets no screen; a resent hop was answered once
         submit = ussd.screen_submit(bind, fields, result.reply)
         # Sent after this returns, so the deliver_sm_resp goes out before the screen.
-        task = asyncio.get_running_loop().create_task(self._send_screen(bind, submit, received + dialect.reply_deadline_s, msisdn))
+        task = asyncio.get_running_loop().create_task(
+            self._send_screen(bind, submit, received + dialect.reply_deadline_s, msisdn, marker)
+        )
         self._screens.add(task)
         task.add_done_callback(self._screens.discard)
         return smpp_pdu.ESME_ROK
@@ -198,8 +200,14 @@ class SmppChannel:
             return f"r:{held}", True
         return f"r:{mark}", False
 
-    async def _send_screen(self, bind: BindSettings, submit: dict[str, Any], deadline: float, msisdn: str) -> None:
-        """Hand a USSD screen to the link, or drop it once the dialogue's deadline passed."""
+    async def _send_screen(
+        self, bind: BindSettings, submit: dict[str, Any], deadline: float, msisdn: str, marker: str | None = None
+    ) -> None:
+        """Hand a USSD screen to the link, or drop it once the dialogue's deadline passed.
+
+        With a resend `marker` (gateways that give a hop no id), a screen the SMSC took
+        ends the resend window: the subscriber answers what they were shown, so the same
+        text again is their new answer, however quick."""
         remaining = deadline - asyncio.get_running_loop().time()
         link = self.links[bind.name]
         try:
@@ -213,6 +221,9 @@ class SmppChannel:
         if outcome.status != smpp_pdu.ESME_ROK:
             self.metrics.ussd_replies_dropped.labels(bind.name).inc()
             self.log.warning("ussd_reply_refused", bind=bind.name, msisdn=mask_msisdn(msisdn), status=outcome.status)
+        elif marker is not None:
+            with contextlib.suppress(DependencyDown):
+                await self.gateway.store.swap(marker, "shown", bind.ussd.resend_window_s)
 
     async def _mo_sms(self, bind: BindSettings, pdu: smpp_pdu.Pdu, msisdn: str) -> int:
         fields = pdu.fields
