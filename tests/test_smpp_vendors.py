@@ -147,3 +147,35 @@ class TestSecrets:
         assert captured, "the dialogue logged nothing"
         text = repr(captured) + caplog.text
         assert BOB not in text and BOB[2:] not in text
+
+
+class TestConcatenatedMo:
+    async def test_udh16_parts_out_of_order_are_one_message(self, rig: Rig) -> None:
+        for seq, body in ((2, b"EM"), (1, b"DI")):
+            await rig.smsc.send_deliver(_mo(BOB, "9237", "", esm_class=0x40, short_message=bytes([6, 8, 4, 0x12, 0x34, 2, seq]) + body))
+        assert "diem" in (await rig.smsc.next_mt(BOB, timeout=5)).text
+
+    async def test_missing_part_times_out_and_the_rest_is_handled(self, aiohttp_client: Any) -> None:
+        made = await make_rig(aiohttp_client, mo_concat_timeout_s=0.3)
+        try:
+            await made.smsc.send_deliver(_mo(BOB, "9237", "", esm_class=0x40, short_message=bytes([5, 0, 3, 9, 2, 1]) + b"DIEM"))
+            reply = await made.smsc.next_mt(BOB, timeout=5)
+            assert "diem" in reply.text
+            body = await (await made.client.get("/metrics")).text()
+            assert 'smpp_mo_concat_incomplete_total{bind="smsc-test"} 1.0' in body
+        finally:
+            await made.client.close()
+            await made.smsc.stop()
+
+    async def test_partial_messages_are_capped_oldest_dropped(self, aiohttp_client: Any) -> None:
+        made = await make_rig(aiohttp_client, mo_concat_max=2, mo_concat_timeout_s=30.0)
+        try:
+            for ref in (1, 2, 3):
+                await made.smsc.send_deliver(_mo(BOB, "9237", "", esm_class=0x40, short_message=bytes([5, 0, 3, ref, 2, 1]) + b"DI"))
+            await asyncio.sleep(0.2)
+            assert len(made.channel._reassemblers["smsc-test"]) == 2
+            body = await (await made.client.get("/metrics")).text()
+            assert 'smpp_mo_concat_dropped_total{bind="smsc-test"} 1.0' in body
+        finally:
+            await made.client.close()
+            await made.smsc.stop()
