@@ -156,3 +156,10 @@ class TestDataCodingOverridesOnTheWire:
         finally:
             await client.close()
             await smsc.stop()
+
+
+def test_smsc_cli_takes_a_preset() -> None:
+    from ussd_gateway.cli import build_parser
+
+    assert build_parser().parse_args(["smsc", "--preset", "mica"]).preset == "mica"
+    assert SmscSimulator(preset="mica").dialect.session_id_from == "user_message_reference"
