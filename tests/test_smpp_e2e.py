@@ -61,6 +61,7 @@ class Rig:
 def bind_for(port: int, **changes: Any) -> BindSettings:
     values: dict[str, Any] = {
         "name": "smsc-test",
+        "password": "secret",
         "port": port,
         "short_codes": ("9237", "999"),
         "enquire_link_s": 5.0,
@@ -178,7 +179,9 @@ class TestUssdOverSmpp:
             await first.walk(dialogue, "2")
             from ussd_gateway.core.hop import Hop, HopKind
 
-            session_id = f"smpp:{ALICE}:{dialogue.session_info & 0xFF00}"
+            from ussd_gateway.channels.smpp.ussd import session_id as smpp_session_id
+
+            session_id = smpp_session_id(first.channel.binds[0], {"its_session_info": dialogue.session_info}, ALICE)
             reply = await second_client.server.app[GATEWAY].dispatcher.handle(
                 Hop("smpp", session_id, ALICE, "*090#", HopKind.CONTINUE, inputs=("1",), hop_key="u:other")
             )

@@ -264,6 +264,7 @@ def smsc(args: argparse.Namespace) -> int:
             control_port=args.control_port or None,
             enquire_link_s=args.enquire_link or None,
             on_pdu=None if args.quiet else show,
+            preset=args.preset,
         )
         async with simulator:
             control = f", control API http://127.0.0.1:{simulator.control_port}" if simulator.control_port else ""
@@ -330,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--password", default="secret", help="its password (default secret)")
     m.add_argument("--enquire-link", type=float, default=30.0, help="seconds between our enquire_link (0: never)")
     m.add_argument("--quiet", action="store_true", help="do not print every PDU")
+    m.add_argument("--preset", help="emulate a USSD gateway of smpp/presets/ (3gpp, sixdee, mica, msisdn; default 3gpp)")
     m.set_defaults(func=smsc)
 
     ld = commands.add_parser("load", help="drive many simulated subscribers against a running server")

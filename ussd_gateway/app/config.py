@@ -210,9 +210,9 @@ def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
 
 
 def parse_binds(raw: Any, origin: str) -> tuple[Any, ...]:
-    """`[[smpp.binds]]` tables into BindSettings, with `[smpp.binds.ussd]` for the
-    operator's USSD dialect. Unknown keys and wrong types are refused by name."""
-    from ussd_gateway.channels.smpp.config import BindSettings, UssdDialect
+    """`[[smpp.binds]]` tables into BindSettings (`channels.smpp.presets.bind_settings`:
+    presets, the operator's USSD dialect, required password). Mistakes are refused by name."""
+    from ussd_gateway.channels.smpp.presets import BindConfigError, bind_settings
 
     if not isinstance(raw, list):
         raise ConfigError(f"{origin}: [smpp] binds must be an array of tables ([[smpp.binds]])")
@@ -220,29 +220,10 @@ def parse_binds(raw: Any, origin: str) -> tuple[Any, ...]:
     names: set[str] = set()
     for index, table in enumerate(raw):
         where = f"{origin}: [[smpp.binds]] #{index + 1}"
-        if not isinstance(table, Mapping) or not table.get("name"):
-            raise ConfigError(f"{where} needs a `name`")
-        values = dict(table)
-        dialect_raw = values.pop("ussd", {})
-        known = {f.name for f in dataclasses.fields(BindSettings)} - {"ussd"}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        dialect_known = {f.name for f in dataclasses.fields(UssdDialect)}
-        if set(dialect_raw) - dialect_known:
-            raise ConfigError(f"{where}: unknown [ussd] key(s) {', '.join(sorted(set(dialect_raw) - dialect_known))}")
-        for key in ("short_codes", "service_codes"):
-            if key in values:
-                values[key] = tuple(str(v) for v in values[key])
-        for key in ("op_begin", "op_continue", "op_abort"):
-            if key in dialect_raw:
-                dialect_raw[key] = tuple(int(v) for v in dialect_raw[key])
-        if values.get("mode", "transceiver") not in ("transceiver", "transmitter_receiver"):
-            raise ConfigError(f"{where}: mode must be transceiver or transmitter_receiver")
         try:
-            bind = BindSettings(**values, ussd=UssdDialect(**dialect_raw))
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            bind = bind_settings(table, where)
+        except BindConfigError as exc:
+            raise ConfigError(str(exc)) from None
         if bind.name in names:
             raise ConfigError(f"{where}: bind name {bind.name!r} is used twice")
         names.add(bind.name)

@@ -140,7 +140,9 @@ class Dispatcher:
         return answer
 
     async def _handle(self, hop: Hop) -> HopResult:
-        if not self.engine.serves(hop.service_code):
+        # A continuation may name no code (SMPP gateways rarely repeat it): the dialogue
+        # keeps the one it began with, from its record.
+        if (hop.service_code or hop.kind is HopKind.BEGIN) and not self.engine.serves(hop.service_code):
             text = self.engine.system_text("unknown_service", hop.language or self.settings.default_lang)
             return HopResult(Reply(text, end=True), "unknown_service", "")
         token = self._token_prefix + str(next(self._tokens))

@@ -72,6 +72,7 @@ class MemoryStore:
         self._inflight: dict[int, OutboundSms] = {}
         self._claim_ids = itertools.count()
         self._claims: dict[str, float] = {}
+        self._swaps: dict[str, tuple[str, float]] = {}
 
     def _live(self, msisdn: str) -> _Saved | None:
         saved = self._sessions.get(msisdn)
@@ -205,6 +206,14 @@ class MemoryStore:
             return False
         self._claims[key] = now + ttl_s
         return True
+
+    async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        now = self._clock()
+        held = self._swaps.get(key)
+        self._swaps[key] = (value, now + ttl_s)
+        if len(self._swaps) > 100_000:  # bounded: drop what has expired
+            self._swaps = {k: v for k, v in self._swaps.items() if v[1] > now}
+        return held[0] if held is not None and held[1] > now else None
 
     async def ping(self) -> bool:
         return True

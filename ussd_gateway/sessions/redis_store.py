@@ -480,6 +480,10 @@ class RedisStore:
     async def claim_once(self, key: str, ttl_s: int) -> bool:
         return bool(await self._call("SET", f"{self._prefix}:once:{key}", "1", "NX", "EX", ttl_s))
 
+    async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        held = await self._call("SET", f"{self._prefix}:swap:{key}", value, "PX", max(1, int(ttl_s * 1000)), "GET")
+        return held.decode() if held is not None else None
+
     async def ping(self) -> bool:
         try:
             return bool(await self._call("PING"))

@@ -107,6 +107,10 @@ class SessionStore(Protocol):
     async def claim_once(self, key: str, ttl_s: int) -> bool:
         """True the first time `key` is claimed within `ttl_s` (duplicate MO SMS)."""
 
+    async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        """Set `key` to `value` for `ttl_s` seconds and return what it held (None when
+        nothing, or it expired), in one atomic step (MO SMS and USSD resend checks)."""
+
     async def ping(self) -> bool:
         """True when the store answers (for `/readyz`)."""
 
