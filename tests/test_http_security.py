@@ -158,6 +158,23 @@ class TestLimits:
         refused = [r for r in statuses if r.status == 429]
         assert refused and refused[0].headers["Retry-After"].isdigit()
 
+    async def test_per_caller_rate_holds_across_instances(self, redis_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+        """Two instances on one Redis share a caller's budget: what one served counts
+        against the other once they have synced (every 100 ms)."""
+        settings = make_settings(redis_url, limits={"peer_requests_per_second": 10})
+        first = await aiohttp_client(create_app(settings))
+        second = await aiohttp_client(create_app(settings))
+        await asyncio.sleep(1.02 - time.time() % 1)  # the start of a one-second window
+        def ask(client):  # type: ignore[no-untyped-def]
+            return client.get("/sms/outbound", params={"to": "0901234567"})
+
+        served_first = [(await ask(first)).status for _ in range(8)]
+        assert (await ask(second)).status == 200  # 9 of 10
+        await asyncio.sleep(0.25)  # both have added their counts and read the total back
+        served_second = [(await ask(second)).status for _ in range(8)]
+        assert served_first.count(429) == 0
+        assert served_second.count(429) == 7, served_second  # 17 asked, 10 allowed in all
+
 
 class TestSecrets:
     def test_mask_url(self) -> None:

@@ -63,7 +63,7 @@ class LimitSettings:
     msisdn_hops_per_minute: int = 300
     msisdn_sessions_per_minute: int = 60
     msisdn_sms_per_minute: int = 30
-    peer_requests_per_second: int = 5000
+    peer_requests_per_second: int = 20000
 
 
 @dataclass(frozen=True, slots=True)

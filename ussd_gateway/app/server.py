@@ -179,7 +179,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     check_exposure(settings)
     register_secrets(secrets_of(settings))
     built = gateway or build_gateway(settings)
-    guard = Guard(guard_policy(settings), built.metrics.guard, built.store.claim_once)
+    shared_counters = getattr(built.store, "client", None)  # Redis, when the sessions are there
+    guard = Guard(guard_policy(settings), built.metrics.guard, built.store.claim_once, redis=shared_counters)
     app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[guard.middleware])
     app[GATEWAY] = built
     app[GUARD] = guard

@@ -1,6 +1,5 @@
-"""Fixed-window counters in this process's memory: the rate limits' fallback without
-Redis, and the per-caller request rate (see `channels/http/guard.py` for why that one
-stays local).
+"""Fixed-window counters in this process's memory: the subscriber limits' fallback
+without Redis.
 
 A window is `floor(now / window_s)`; when it rolls over, every count is forgotten at
 once, so memory is bounded by the keys seen in one window (no per-key timers).

@@ -8,10 +8,9 @@ the main listener only when `admin_on_main` (loopback binds, or explicitly), els
 the admin listener, each time behind the admin token when one is set. `/healthz` and
 `/readyz` are always open (load balancers probe them).
 
-Every caller is also held to a request rate (429 with `Retry-After`). That counter is
-this process's own (`WindowCounter`), not Redis: the callers are a few gateways, the
-limit protects this process's event loop, and a Redis command per request would double
-the store traffic of a hop. With N workers a caller gets N times the rate.
+Every caller is also held to a request rate (429 with `Retry-After`), counted across
+workers and instances through Redis when the sessions are there (`sessions.peer_rate`:
+each process adds its counts in one pipeline every 100 ms, not a command per request).
 
 Tokens and secrets are compared in constant time and never logged or echoed.
 """
@@ -25,13 +24,15 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
 import orjson
 from aiohttp import web
 
 from ussd_gateway.channels.http.body import BodyTimeout, read_bytes
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.metrics import GuardMetrics
-from ussd_gateway.core.windows import WindowCounter
+from ussd_gateway.sessions.peer_rate import PeerRate
 
 GATEWAY_PATHS = frozenset({"/ussd/africastalking", "/ussd", "/sms", "/sms/outbound"})
 ADMIN_PATHS = frozenset({"/sim", "/sms/outbound", "/menus/graph", "/metrics"})
@@ -128,12 +129,15 @@ def signature_of(secret: str, timestamp: str, body: bytes) -> str:
 class Guard:
     """The middleware (`guard.middleware`) and its counters."""
 
-    def __init__(self, policy: GuardPolicy, metrics: GuardMetrics, replay_check: ReplayCheck, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, policy: GuardPolicy, metrics: GuardMetrics, replay_check: ReplayCheck, *,
+        redis: Any = None, clock: Callable[[], float] = time.time,
+    ) -> None:
         self.policy = policy
         self.metrics = metrics
         self.replay_check = replay_check
         self.clock = clock
-        self.peers = WindowCounter(1.0)
+        self.peers = PeerRate(policy.peer_requests_per_second, redis)
 
     def _refuse(self, request: web.Request, status: int, reason: str, label: str, headers: dict[str, str] | None = None) -> web.Response:
         self.metrics.count_refused(label)
@@ -166,7 +170,7 @@ class Guard:
         if self._on_admin_listener(request):
             return await handler(request) if self._admin_ok(request) else self._admin_refusal(request)
         caller = client_address(request, policy.trusted_proxies)
-        if policy.peer_requests_per_second and self.peers.hit(caller) > policy.peer_requests_per_second:
+        if not self.peers.allow(caller):
             retry = str(self.peers.retry_after_s())
             return self._refuse(request, 429, f"too many requests from this caller: retry after {retry} s", "rate_limited", {"Retry-After": retry})
         admin = path in ADMIN_PATHS or path.startswith(ADMIN_PREFIXES)
