@@ -395,3 +395,30 @@ class TestShortcutDialOverSmpp:
         assert "Goi Data:" in screen.text
         detail = await rig.walk(dialogue, "1")
         assert "Goi D15" in detail.text and "Dang ky?" in detail.text
+
+
+class TestSubscriberLimitsOverSmpp:
+    async def test_mo_sms_over_the_rate_is_accepted_and_not_answered(self, aiohttp_client: Any) -> None:
+        """A subscriber (or a machine) texting faster than `msisdn_sms_per_minute` gets
+        no more replies: no loop with an automated sender, and the SMSC does not resend."""
+        import dataclasses
+
+        from ussd_gateway.app.config import SmppSettings
+
+        smsc = SmscSimulator(port=0)
+        await smsc.start()
+        settings = make_settings(limits={"msisdn_sms_per_minute": 3})
+        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=(bind_for(smsc.port),)))
+        client = await aiohttp_client(create_app(settings))
+        try:
+            await smsc.wait_bound(timeout=5)
+            for text in ("DIEM", "XN", "DIEM"):
+                await smsc.send_mo(POOR, "9237", text)
+                await smsc.next_mt(POOR, timeout=5)
+            await smsc.send_mo(POOR, "9237", "XN")
+            with pytest.raises(TimeoutError):
+                await smsc.next_mt(POOR, timeout=1)
+            assert 'ussd_limited_total{limit="sms"} 1.0' in (await (await client.get("/metrics")).text())
+        finally:
+            await client.close()
+            await smsc.stop()

@@ -303,6 +303,13 @@ class SmppChannel:
         if duplicate:
             self.metrics.mo_duplicates.labels(bind.name).inc()
             return smpp_pdu.ESME_ROK  # a resend: already answered
+        limiter = self.gateway.dispatcher.limiter
+        if limiter is not None and (limit := await limiter.check_sms(msisdn)) is not None:
+            # Over the subscriber's MO rate: accepted (so the SMSC does not resend) and
+            # not answered, so an automated sender answering our replies cannot loop.
+            self.gateway.metrics.guard.count_limited(limit)
+            self.log.warning("mo_sms_limited", bind=bind.name, msisdn=mask_msisdn(msisdn))
+            return smpp_pdu.ESME_ROK
         try:
             # Bounded like a USSD hop: a hung store or backend must not hold the link.
             async with asyncio.timeout(self.gateway.dispatcher.settings.hop_deadline_s * 2):
