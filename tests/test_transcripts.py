@@ -370,6 +370,16 @@ class TestFormatErrors:
         with pytest.raises(TranscriptError, match=r"c\.toml:1: not valid TOML"):
             load_transcript(tmp_path / "c.toml")
 
+    def test_sub_folders_are_searched(self, tmp_path: Path) -> None:
+        """A folder's sub-folders count too (testers group transcripts by service);
+        hidden folders do not."""
+        (tmp_path / "kndl").mkdir()
+        (tmp_path / "kndl" / "register.toml").write_text('name = "register"\nmsisdn = "1"\ndial = "*090#"\n')
+        (tmp_path / "top.toml").write_text('name = "top"\nmsisdn = "1"\ndial = "*101#"\n')
+        (tmp_path / ".git").mkdir()
+        (tmp_path / ".git" / "config.toml").write_text("not = a transcript\n")
+        assert [t.name for t in load_transcripts([tmp_path])] == ["register", "top"]
+
 
 class TestTemplates:
     def test_plain_variables_and_braces(self) -> None:

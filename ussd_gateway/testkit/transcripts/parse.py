@@ -305,7 +305,8 @@ def load_transcript(path: str | Path) -> Transcript:
 
 
 def load_transcripts(paths: Iterable[str | Path]) -> list[Transcript]:
-    """Load files and folders (a folder: its `*.toml`, sorted, not recursive).
+    """Load files and folders (a folder: every `*.toml` in it and its sub-folders, in
+    path order; hidden folders such as `.git` are skipped).
 
     Every file is parsed before any runs, so a typo in the fortieth transcript stops
     the replay at once rather than after thirty-nine sessions."""
@@ -313,7 +314,10 @@ def load_transcripts(paths: Iterable[str | Path]) -> list[Transcript]:
     for entry in paths:
         entry = Path(entry)
         if entry.is_dir():
-            files = sorted(entry.glob("*.toml"))
+            files = sorted(
+                file for file in entry.rglob("*.toml")
+                if not any(part.startswith(".") for part in file.relative_to(entry).parts)
+            )
             if not files:
                 raise TranscriptError("is a folder without any *.toml transcript", path=entry)
             found += [load_transcript(file) for file in files]
