@@ -30,6 +30,11 @@ from ussd_gateway.core.metrics import Metrics
 from ussd_gateway.core.msisdn import mask_msisdn
 
 
+REPLACED_KEPT = 3
+"""How many replaced dialogues a record remembers (a subscriber dials again seldom
+more than once or twice while a gateway still holds the older sessions)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     hop_deadline_s: float = 0.8
@@ -238,6 +243,11 @@ class Dispatcher:
             step = await self.engine.advance(record, inputs)
             outcome = "continue"
         else:
+            if hop.kind is HopKind.CONTINUE and previous is not None and hop.session_id in previous.replaced:
+                # A late answer in a dialogue a newer dial replaced (say to its resume
+                # offer): it ends there, and the newer dialogue is left as it is.
+                lang = hop.language or saved_lang or self.settings.default_lang
+                return HopResult(Reply(self.engine.system_text("expired", lang), end=True), "expired", ""), None, None
             if hop.kind is HopKind.CONTINUE and hop.history is None:
                 self.metrics.count_session(self.metrics.sessions_timed_out, channel)
                 lang = hop.language or saved_lang or self.settings.default_lang
@@ -257,6 +267,8 @@ class Dispatcher:
                 nonce=os.urandom(8).hex(),
             )
             record.history = hop.history or ""
+            if previous is not None and previous.session_id != hop.session_id:
+                record.replaced = [previous.session_id, *previous.replaced][:REPLACED_KEPT]
             self.metrics.count_session(self.metrics.sessions_started, channel)
             outcome = "begin"
         record.updated = now

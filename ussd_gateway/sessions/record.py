@@ -45,6 +45,10 @@ class SessionRecord:
     ended: bool = False
     resume_of: dict[str, Any] | None = None
     """While the "1 Continue / 2 Start over" prompt is shown: the dropped dialogue."""
+    replaced: list[str] = field(default_factory=list)
+    """Session ids of the subscriber's dialogues this one replaced (newest first, a
+    few): a late answer in one of them must not be read as this one's input, nor
+    start a dialogue of its own from its history."""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -66,6 +70,7 @@ class SessionRecord:
                 "t": self.updated,
                 "end": self.ended,
                 "resume": self.resume_of,
+                **({"rp": self.replaced} if self.replaced else {}),
             }
         )
 
@@ -90,6 +95,7 @@ class SessionRecord:
             updated=data["t"],
             ended=data["end"],
             resume_of=data["resume"],
+            replaced=data.get("rp", []),
         )
 
     def snapshot(self) -> dict[str, Any]:
