@@ -180,7 +180,7 @@ class TestAccount:
         await open_menu(phone)
         confirm = await phone.walk("1", "1", "1", "1")
         assert confirm.text == (
-            f"Huy tu gia han goi MAX90? Goi van dung den {in_days(12)}.\n1. Dong y\n2. Huy\n" + FOOTER
+            f"Huy tu gia han goi MAX90? Goi van dung den {in_days(12)}.\n1. Dong y\n2. Khong\n" + FOOTER
         )
         done = await phone.send("1")
         assert done.end
@@ -199,7 +199,7 @@ class TestAccount:
         assert again.text == "Goi MAX90 khong tu gia han, quy khach khong can huy."
 
     async def test_declining_the_cancellation_changes_nothing(self, phone: Phone) -> None:
-        """"2 Huy" on the confirmation returns to the account screen and the package still renews."""
+        """"2 Khong" (no) on the confirmation returns to the account screen and the package still renews."""
         await open_menu(phone)
         back = await phone.walk("1", "1", "1", "1", "2")
         assert back.text.startswith("TKC: 200.000d\n")
@@ -227,7 +227,7 @@ class TestBuy:
         """Buying D30 ENDs with the new balance; a repeated hop changes nothing; exactly one SMS is queued."""
         await open_menu(phone)
         detail = await phone.walk("2", "1", "2")
-        assert detail.text == "Goi D30: 7GB. Gia 30.000d/7 ngay, tu gia han. Dang ky?\n1. Dong y\n2. Huy\n" + FOOTER
+        assert detail.text == "Goi D30: 7GB. Gia 30.000d/7 ngay, tu gia han. Dang ky?\n1. Dong y\n2. Khong\n" + FOOTER
         done = await phone.send("1")
         assert done.end
         assert done.text == (
@@ -258,12 +258,12 @@ class TestBuy:
         await open_menu(phone)
         screen = await phone.walk("2", "4")
         assert not screen.end
-        assert screen.text == SUGGESTION + "\n1. Dong y\n2. Huy\n" + FOOTER
+        assert screen.text == SUGGESTION + "\n1. Dong y\n2. Khong\n" + FOOTER
         done = await phone.send("1")
         assert done.end and "goi C90N" in done.text and "TKC con 110.000d" in done.text
 
     async def test_declining_on_confirm_debits_nothing(self, phone: Phone) -> None:
-        """"2 Huy" on a package's confirmation goes back to the buy menu and debits nothing."""
+        """"2 Khong" (no) on a package's confirmation goes back to the buy menu and debits nothing."""
         await open_menu(phone)
         back = await phone.walk("2", "1", "3", "2")
         assert back.text == BUY_MENU
@@ -455,7 +455,7 @@ class TestKndl:
         phone.msisdn = GOLD
         await open_menu(phone)
         confirm = await phone.walk("4", "1", "3")
-        assert confirm.text == "Doi 1.000 diem lay 10.000d vao TKC?\n1. Dong y\n2. Huy\n" + FOOTER
+        assert confirm.text == "Doi 1.000 diem lay 10.000d vao TKC?\n1. Dong y\n2. Khong\n" + FOOTER
         done = await phone.send("1")
         assert done.end
         assert done.text == "Doi diem thanh cong: 10.000d vao TKC. Diem con lai: 51.000. TKC: 160.000d."
@@ -492,7 +492,7 @@ class TestVas:
         """Cancelling FunRing asks first, ENDs, and the list then shows only mClip."""
         await open_menu(phone)
         confirm = await phone.walk("5", "1")
-        assert confirm.text == "Huy dich vu Nhac cho FunRing (9.000d/thang)?\n1. Dong y\n2. Huy\n" + FOOTER
+        assert confirm.text == "Huy dich vu Nhac cho FunRing (9.000d/thang)?\n1. Dong y\n2. Khong\n" + FOOTER
         done = await phone.send("1")
         assert done.end
         assert done.text == "Da huy dich vu Nhac cho FunRing. Quy khach khong bi tru cuoc dich vu nay nua."
@@ -502,7 +502,7 @@ class TestVas:
         )
 
     async def test_declining_keeps_the_subscription(self, phone: Phone) -> None:
-        """"2 Huy" on the confirmation returns to the unchanged list."""
+        """"2 Khong" (no) on the confirmation returns to the unchanged list."""
         await open_menu(phone)
         assert (await phone.walk("5", "2", "2")).text == VAS_LIST
 
@@ -652,7 +652,7 @@ class TestNavigation:
         assert len(pages) >= 2
         assert all(fits(page, budget) for page in pages), pages
         assert all(page.endswith(FOOTER) for page in pages)
-        assert page_words(pages) == (SUGGESTION + " 1. Dong y 2. Huy").split()
+        assert page_words(pages) == (SUGGESTION + " 1. Dong y 2. Khong").split()
         assert (await phone.send("0")).text == pages[-2]
         assert (await phone.send("0")).text.startswith("Mua goi cuoc\n")
 
