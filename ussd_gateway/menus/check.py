@@ -79,7 +79,11 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
         return [{"index": i, "label": words("none_word") if l.amount == 0 else l.label, "price": max(l.prices.values())} for i, l in enumerate(table)]
 
     level_tables = {"data": levels(catalogue.bundle_data), "sms": levels(catalogue.bundle_sms), "voice": levels(catalogue.bundle_voice)}
-    cycles = [{"code": c, "label": words("cycle_" + c)} for c in ("day", "week", "month")]
+    cycles = [
+        {"code": c, "label": words("cycle_" + c), "per": words("per_" + c),
+         "renewal": words("renew_daily") if days == 1 else words("renew_every", {"days": days})}
+        for c, days in (("day", 1), ("week", 7), ("month", 30))
+    ]
     rewards = [{"code": r.code, "name": r.name, "points": r.points} for r in catalogue.rewards]
     highest_price = max(p.price for p in catalogue.packages)
     return {
@@ -88,7 +92,11 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
         "category_label": _longest([words("category_" + c) for c in categories]),
         "pkg": {**widest_package, **widest_active},
         "suggestion": {"monthly_cost": highest_price * 10, "saving": biggest_balance, "spend": biggest_balance},
-        "purchase": {"balance": biggest_balance, "missing": max(highest_price, bundle_total, most_prices), "expires": LONGEST_DATE, "code": "W" * 20},
+        "purchase": {
+            "balance": biggest_balance, "missing": max(highest_price, bundle_total, most_prices), "expires": LONGEST_DATE, "code": "W" * 20,
+            "price": max(highest_price, bundle_total), "days": 30, "renews": True,
+            "renewal": _longest([words("renew_every", {"days": 30}), words("renew_daily"), words("renew_off")]),
+        },
         "cycles": cycles,
         "cycle": _longest(cycles),
         "levels": level_tables,

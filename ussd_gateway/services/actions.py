@@ -83,10 +83,28 @@ def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: in
     return ", ".join(parts) or "-"
 
 
-def package_view(ctx: ActionContext, package: Package) -> dict[str, Any]:
+def renewal_text(ctx: ActionContext, price: int, days: int, renews: bool = True) -> str:
+    """How and when a package renews: `tu gia han 15.000d moi 3 ngay`, `... moi ngay`,
+    or `khong tu gia han` when its renewal is off."""
+    if not renews:
+        return ctx.word("renew_off")
+    return ctx.word("renew_daily" if days == 1 else "renew_every", {"price": price, "days": days})
+
+
+def package_view(ctx: ActionContext, package: Package, *, renews: bool = True) -> dict[str, Any]:
+    """A catalogue package for screens: `desc` is the catalogue's own description (the
+    allowance sums only when the catalogue has none), `renewal` how it renews."""
     view = dataclasses.asdict(package)
-    view["desc"] = describe_allowance(ctx, package.data_mb, package.voice_min, package.sms)
+    view["desc"] = package.description(ctx.lang) or describe_allowance(ctx, package.data_mb, package.voice_min, package.sms)
+    view["renews"] = renews
+    view["renewal"] = renewal_text(ctx, package.price, package.validity_days, renews)
     return view
+
+
+def held_renewal(account: Account) -> dict[str, bool]:
+    """Code (upper case) -> whether it renews, for the packages the subscriber holds.
+    Buying a held package again extends it and keeps its renewal setting."""
+    return {p.code.upper(): p.auto_renew for p in account.packages if p.kind == "package"}
 
 
 def active_view(ctx: ActionContext, active: ActivePackage) -> dict[str, Any]:
@@ -143,7 +161,8 @@ async def list_packages(ctx: ActionContext) -> str:
     """The packages of `args.category` into `packages`; outcomes ok, empty."""
     catalogue = await ctx.backend.catalogue()
     packages = catalogue.in_category(str(_arg(ctx, "category")))
-    ctx.vars["packages"] = [package_view(ctx, p) for p in packages]
+    held = held_renewal(await ctx.backend.account(ctx.msisdn))
+    ctx.vars["packages"] = [package_view(ctx, p, renews=held.get(p.code.upper(), True)) for p in packages]
     ctx.vars["category_label"] = ctx.word("category_" + str(ctx.args["category"]))
     return "ok" if packages else "empty"
 
@@ -182,6 +201,13 @@ async def purchase(ctx: ActionContext) -> str:
         "expires": result.package.expires if result.package else "",
         "code": code,
     }
+    pkg = ctx.vars.get("pkg") or {}
+    if result.package is not None and pkg.get("code") == code:  # the price and period the screen showed
+        renews = result.package.auto_renew
+        ctx.vars["purchase"].update(
+            price=pkg["price"], days=pkg["validity_days"], renews=renews,
+            renewal=renewal_text(ctx, pkg["price"], pkg["validity_days"], renews),
+        )
     if result.status == "ok":
         await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
     return result.status
@@ -191,7 +217,11 @@ async def purchase(ctx: ActionContext) -> str:
 @action
 async def bundle_cycles(ctx: ActionContext) -> str:
     """The cycles on offer into `cycles`."""
-    ctx.vars["cycles"] = [{"code": c, "label": ctx.word("cycle_" + c)} for c in CYCLE_DAYS]
+    # `label` heads a list item (`Ngay`); `per` goes mid-sentence (`10.000d/ngay`).
+    ctx.vars["cycles"] = [
+        {"code": c, "label": ctx.word("cycle_" + c), "per": ctx.word("per_" + c), "renewal": renewal_text(ctx, 0, days)}
+        for c, days in CYCLE_DAYS.items()
+    ]
     ctx.vars["bundle"] = {"total": 0}
     for stale in ("data_level", "sms_level", "voice_level", "bundle_name"):
         ctx.vars.pop(stale, None)
@@ -259,6 +289,12 @@ async def buy_bundle(ctx: ActionContext) -> str:
         "expires": result.package.expires if result.package else "",
         "code": choice.name,
     }
+    if result.package is not None:  # the total and cycle the review screen showed
+        price, days = int(ctx.vars["bundle"]["total"]), CYCLE_DAYS[choice.cycle]
+        ctx.vars["purchase"].update(
+            price=price, days=days, renews=result.package.auto_renew,
+            renewal=renewal_text(ctx, price, days, result.package.auto_renew),
+        )
     if result.status == "ok":
         await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
     return result.status
