@@ -91,7 +91,10 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
         "packages": max(categories.values(), key=len),
         "category_label": _longest([words("category_" + c) for c in categories]),
         "pkg": {**widest_package, **widest_active},
-        "suggestion": {"monthly_cost": highest_price * 10, "saving": biggest_balance, "spend": biggest_balance},
+        "suggestion": {
+            "monthly_cost": highest_price * 10, "saving": biggest_balance, "spend": biggest_balance,
+            "replaces": ", ".join(p.name for p in catalogue.packages[:2]), "replace_codes": [],
+        },
         "purchase": {
             "balance": biggest_balance, "missing": max(highest_price, bundle_total, most_prices), "expires": LONGEST_DATE, "code": "W" * 20,
             "price": max(highest_price, bundle_total), "days": 30, "renews": True,

@@ -169,16 +169,33 @@ async def list_packages(ctx: ActionContext) -> str:
 
 @action
 async def suggest_package(ctx: ActionContext) -> str:
-    """The best package for the subscriber's usage into `pkg` and `suggestion`;
-    outcomes saving (it costs less than today), ok (it does not), none."""
+    """The package that lowers the subscriber's monthly bill into `pkg` and `suggestion`
+    (`services/advice.py`); outcomes replace (it replaces renewing packages, whose
+    renewal the purchase then stops: `suggestion.replaces`), saving, none (nothing
+    saves money: `suggestion.spend` says what they pay)."""
     catalogue = await ctx.backend.catalogue()
     usage = await ctx.backend.usage_profile(ctx.msisdn)
-    found = suggest(catalogue.packages, usage)
+    account = await ctx.backend.account(ctx.msisdn)
+    found = suggest(catalogue.packages, usage, account.packages)
+    ctx.vars["suggestion"] = {"spend": usage.monthly_spend, "monthly_cost": 0, "saving": 0, "replaces": "", "replace_codes": []}
     if found is None:
         return "none"
     ctx.vars["pkg"] = package_view(ctx, found.package)
-    ctx.vars["suggestion"] = {"monthly_cost": found.monthly_cost, "saving": found.saving, "spend": usage.monthly_spend}
-    return "saving" if found.saving > 0 else "ok"
+    ctx.vars["suggestion"].update(
+        monthly_cost=found.monthly_cost, saving=found.saving,
+        replaces=", ".join(p.name for p in found.replaces), replace_codes=[p.code for p in found.replaces],
+    )
+    return "replace" if found.replaces else "saving"
+
+
+@action
+async def stop_replaced(ctx: ActionContext) -> str:
+    """After a suggested purchase: stop the renewal of the packages it replaces
+    (`suggestion.replace_codes`), so the subscriber does not pay for both."""
+    for code in ctx.vars.get("suggestion", {}).get("replace_codes", []):
+        result = await ctx.backend.cancel_renewal(ctx.msisdn, str(code))
+        ctx.vars["account"] = account_view(ctx, result.account)
+    return "ok"
 
 
 async def _queue_confirmation(ctx: ActionContext, text_key: str, variables: Mapping[str, Any]) -> None:
