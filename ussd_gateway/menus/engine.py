@@ -11,6 +11,7 @@ screen on the back stack), `00` the main menu, `98` the next page of a long scre
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,14 @@ idempotency keys). Returns the outcome name."""
 class Step:
     reply: Reply
     lang_changed: str | None = None
+
+
+_CHOICE = re.compile(r"^\d+\. ", re.MULTILINE)
+
+
+def _choices(page: str) -> int:
+    """How many numbered choices (`1. …`) a page shows."""
+    return len(_CHOICE.findall(page))
 
 
 class Engine:
@@ -137,7 +146,11 @@ class Engine:
 
     async def _step(self, record: SessionRecord, value: str, action_no: list[int]) -> None:
         value = value.strip()
-        record.error = ""
+        # The error line stays while the subscriber pages with 98/0 (it is part of the
+        # page layout: dropping it would shift every page and skip an item).
+        paging = value == "98" or (value == "0" and record.page > 0)
+        if not paging:
+            record.error = ""
         if record.screen == RESUME_SCREEN:
             await self._answer_resume(record, value, action_no)
             return
@@ -306,7 +319,17 @@ class Engine:
         self, screen: Screen, variables: Mapping[str, Any], lang: str, *, has_footer: bool, error: str = ""
     ) -> list[str]:
         lines = self.screen_lines(screen, variables, lang)
-        if error:
-            lines.insert(0, error)
         footer = [self.system_text("back", lang) + " " + self.system_text("home", lang)] if has_footer else []
-        return paginate(lines, self.budget, more_line=self.system_text("more", lang), footer_lines=footer)
+        more = self.system_text("more", lang)
+        if not error:
+            return paginate(lines, self.budget, more_line=more, footer_lines=footer)
+        pages = paginate([error, *lines], self.budget, more_line=more, footer_lines=footer)
+        if screen.kind in ("list", "menu") and screen.text is not None:
+            # An error line must not push the choices off page 1 (UCS-2 pages are small,
+            # and a page with the error and the heading alone hid the first item): if it
+            # would, it stands in for the heading, which the subscriber saw a moment ago.
+            heading = len(screen.text.render(variables, lang).split("\n"))
+            plain = paginate(lines, self.budget, more_line=more, footer_lines=footer)
+            if len(lines) > heading and (_choices(pages[0]) < _choices(plain[0]) or len(pages) > len(plain)):
+                pages = paginate([error, *lines[heading:]], self.budget, more_line=more, footer_lines=footer)
+        return pages
