@@ -35,7 +35,7 @@ def server_env() -> dict[str, str]:
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from ussd_gateway.testkit.loadclient import percentile  # noqa: E402,F401  (shared with `ussd-gateway load`)
+from ussd_gateway.testkit.load.client import percentile  # noqa: E402,F401  (shared with `ussd-gateway load`)
 
 
 # ---- CPU accounting (Linux /proc) ----------------------------------------------------------

@@ -51,7 +51,7 @@ from _common import (  # noqa: E402  (this directory: the script's own)
     percentile,
     stop_group,
 )
-from ussd_gateway.testkit.loadclient import read_response as _read_response  # noqa: E402  (shared with `ussd-gateway load`)
+from ussd_gateway.testkit.load.client import read_response as _read_response  # noqa: E402  (shared with `ussd-gateway load`)
 from ussd_gateway.testkit.redis_server import RedisServer, free_port  # noqa: E402
 
 HOST = "127.0.0.1"

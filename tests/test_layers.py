@@ -9,6 +9,7 @@ the testers' toolkit.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ class TestLayers:
             (folder / "__init__.py").write_text("")
         (fake / "core" / "bad.py").write_text("def f():\n    from ussd_gateway.app import wiring\n")
         (fake / "app" / "wiring.py").write_text("")
-        monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
+        monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
         assert violations() == ["ussd_gateway/core/bad.py:2: core imports ussd_gateway.app from the app layer above it",
                                 "ussd_gateway/core/bad.py:2: core imports ussd_gateway.app.wiring from the app layer above it"]
 
@@ -117,3 +118,12 @@ def test_modules_stay_small_or_say_why() -> None:
         if text.count("\n") > MAX_MODULE_LINES and "One module because" not in text[:3000]:
             long.append(f"{path.relative_to(PACKAGE.parent)}: {text.count(chr(10))} lines")
     assert long == []
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject.toml lists every package of the tree (a wheel would lack one it missed)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert present - listed == set()

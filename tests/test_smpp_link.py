@@ -1,5 +1,5 @@
 """`SmppLink` over real TCP on 127.0.0.1, against a minimal SMSC written here with
-smpp.pdu (the full simulator lives in smpp/smsc.py; these tests depend on neither it
+smpp.pdu (the full simulator lives in ussd_gateway/testkit/smsc/; these tests depend on neither it
 nor any timing beyond small, bounded intervals)."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from ussd_gateway.channels.smpp.config import BindSettings
-from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SmppMetrics, SubmitOutcome, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SubmitOutcome, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.metrics import SmppMetrics
 from ussd_gateway.channels.smpp.pdu import (
     ESME_RBINDFAIL,
     ESME_RMSGQFUL,

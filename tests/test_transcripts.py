@@ -28,7 +28,7 @@ from ussd_gateway.testkit.transcripts import (
     Transcript,
     TranscriptError,
     TranscriptResult,
-    _Mismatch,
+    Mismatch as _Mismatch,
     as_number,
     load_transcript,
     load_transcripts,

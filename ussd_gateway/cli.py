@@ -9,10 +9,15 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from ussd_gateway.app.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from ussd_gateway.menus.model import MenuSet
+    from ussd_gateway.menus.text import ScreenBudget
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -114,23 +119,39 @@ def serve(args: argparse.Namespace) -> int:
     return code
 
 
-# ---- menus check --------------------------------------------------------------------------
-def menus_check(args: argparse.Namespace) -> int:
-    from ussd_gateway.menus.check import check_screen_budget
-    from ussd_gateway.menus.compiler import MenuError, load_menus
+# ---- menus check ----------------------------------------------------------------------------
+def _menu_inputs(args: argparse.Namespace) -> tuple[Path | None, ScreenBudget, Path | None]:
+    """What the menus commands work on: the menus directory (`--dir`, else the
+    configured one, else the packaged menus), the screen budget and the demo data file."""
     from ussd_gateway.menus.text import ScreenBudget
 
     settings = _settings(args)
     directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
-    try:
-        menus = load_menus(directory)
-    except MenuError as error:
-        for problem in error.problems:
-            print(problem)
-        print(f"{len(error.problems)} problem(s); the server would refuse to start.", file=sys.stderr)
-        return 1
     budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
     demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
+    return directory, budget, demo
+
+
+def _compiled_or_report(directory: Path | None, problems_to: TextIO, closing: Callable[[int], str]) -> MenuSet | None:
+    """The compiled menus, or None after printing every problem and a closing line."""
+    from ussd_gateway.menus.compiler import MenuError, load_menus
+
+    try:
+        return load_menus(directory)
+    except MenuError as error:
+        for problem in error.problems:
+            print(problem, file=problems_to)
+        print(closing(len(error.problems)), file=sys.stderr)
+        return None
+
+
+def menus_check(args: argparse.Namespace) -> int:
+    from ussd_gateway.menus.check import check_screen_budget
+
+    directory, budget, demo = _menu_inputs(args)
+    menus = _compiled_or_report(directory, sys.stdout, lambda n: f"{n} problem(s); the server would refuse to start.")
+    if menus is None:
+        return 1
     problems = check_screen_budget(menus, budget, demo)
     for problem in problems:
         print(problem)
@@ -144,21 +165,12 @@ def menus_check(args: argparse.Namespace) -> int:
 
 # ---- menus graph --------------------------------------------------------------------------
 def menus_graph(args: argparse.Namespace) -> int:
-    from ussd_gateway.menus.compiler import MenuError, load_menus
     from ussd_gateway.menus.graph import GraphvizMissing, render_graph
-    from ussd_gateway.menus.text import ScreenBudget
 
-    settings = _settings(args)
-    directory = Path(args.dir) if args.dir else (Path(settings.menus.directory) if settings.menus.directory else None)
-    try:
-        menus = load_menus(directory)
-    except MenuError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        print("The menu definitions do not compile; run `ussd-gateway menus check`.", file=sys.stderr)
+    directory, budget, demo = _menu_inputs(args)
+    menus = _compiled_or_report(directory, sys.stderr, lambda _: "The menu definitions do not compile; run `ussd-gateway menus check`.")
+    if menus is None:
         return 1
-    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
-    demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
     try:
         drawing = render_graph(menus, args.format, lang=args.lang, budget=budget, demo_data=demo)
     except GraphvizMissing as error:

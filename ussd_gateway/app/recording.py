@@ -1,6 +1,6 @@
 """Recording dialogues as transcripts: from the terminal phone, and live in the server.
 
-Both write the transcript format of `ussd_gateway.transcripts` (docs/transcripts.md),
+Both write the transcript format of `ussd_gateway.testkit.transcripts` (docs/transcripts.md),
 with expectations taken from the screens seen: the first line of each screen (cut
 before anything that changes from day to day, such as a date) and whether it ended.
 That is deliberately loose: a recording is the start of a regression test, and a

@@ -2,7 +2,7 @@
 
 Channel adapters (HTTP dialects, SMPP) normalise their wire format into a `Hop` and
 render the `Reply` back; the dispatcher and the menu engine never see a wire format.
-This is Vumi's transport/application split: transports translate, applications decide.
+Channels translate; the dispatcher and the engine decide.
 """
 
 from __future__ import annotations

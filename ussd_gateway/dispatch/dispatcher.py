@@ -86,7 +86,7 @@ class Dispatcher:
         self._token_prefix = f"{os.getpid()}-{os.urandom(3).hex()}-"
         self._background: set[asyncio.Task[None]] = set()
         self.recorder = recorder
-        """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.recording.
+        """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.app.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
 
     def busy_reply(self, lang: str | None = None) -> Reply:

@@ -7,12 +7,13 @@ An END screen cannot carry paging controls, so it must fit one screen; a screen 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ussd_gateway.menus.engine import Engine
-from ussd_gateway.menus.model import LANGUAGES, MenuSet, Text
+from ussd_gateway.menus.model import LANGUAGES, MenuSet, Screen, Text
 from ussd_gateway.menus.text import ScreenBudget, screen_cost
 
 LONGEST_DATE = "2026-12-31"
@@ -119,37 +120,48 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
     }
 
 
-def check_screen_budget(menus: MenuSet, budget: ScreenBudget, demo_data: Path | None = None) -> list[str]:
-    """Problems with rendered screens: an END (or `pageable = false`) screen that
-    would need paging, or a template naming a variable nothing provides."""
-    problems: list[str] = []
+def rendering_engine(menus: MenuSet, budget: ScreenBudget) -> Engine:
+    """An engine for rendering screens only: its actions never run."""
 
-    async def no_action(*_args: Any) -> str:  # rendering only; actions never run here
+    async def no_action(*_args: Any) -> str:
         return "ok"
 
-    engine = Engine(menus, no_action, budget=budget)
+    return Engine(menus, no_action, budget=budget)
+
+
+def shown_screens(menus: MenuSet, demo_data: Path | None = None) -> Iterator[tuple[str, dict[str, Any], Screen]]:
+    """Every screen a subscriber is shown (not the transient ones), in each language,
+    with that language's worst-case variables (`worst_case_variables`)."""
     for lang in LANGUAGES:
         variables = worst_case_variables(menus, lang, demo_data)
         for menu in menus.menus.values():
             for screen in menu.screens.values():
-                if screen.transient:
-                    continue
-                scope = dict(variables)
-                if screen.kind == "list":
-                    scope["item"] = {}
-                texts = [screen.text, screen.item, screen.empty] + [o.label for o in screen.options] + [v.error for v in screen.validators]
-                for text in texts:
-                    if text is None:
-                        continue
-                    for path in text.templates[lang].paths:
-                        root = path.split(".")[0]
-                        if root != "item" and root not in variables:
-                            problems.append(f"{screen.qualified} ({lang}): template uses {{{path}}}, which no action provides")
-                pages = engine.paginate_screen(screen, variables, lang, has_footer=screen.kind != "end")
-                if len(pages) > 1 and not screen.pageable:
-                    used, limit, encoding = screen_cost("\n".join(engine.screen_lines(screen, variables, lang)), budget)
-                    what = "an END screen cannot page" if screen.kind == "end" else "it is marked pageable = false"
-                    problems.append(
-                        f"{screen.qualified} ({lang}): renders {used}/{limit} {encoding} at the longest demo data; {what}. Shorten the text."
-                    )
+                if not screen.transient:
+                    yield lang, variables, screen
+
+
+def check_screen_budget(menus: MenuSet, budget: ScreenBudget, demo_data: Path | None = None) -> list[str]:
+    """Problems with rendered screens: an END (or `pageable = false`) screen that
+    would need paging, or a template naming a variable nothing provides."""
+    problems: list[str] = []
+    engine = rendering_engine(menus, budget)
+    for lang, variables, screen in shown_screens(menus, demo_data):
+        scope = dict(variables)
+        if screen.kind == "list":
+            scope["item"] = {}
+        texts = [screen.text, screen.item, screen.empty] + [o.label for o in screen.options] + [v.error for v in screen.validators]
+        for text in texts:
+            if text is None:
+                continue
+            for path in text.templates[lang].paths:
+                root = path.split(".")[0]
+                if root != "item" and root not in variables:
+                    problems.append(f"{screen.qualified} ({lang}): template uses {{{path}}}, which no action provides")
+        pages = engine.paginate_screen(screen, variables, lang, has_footer=screen.kind != "end")
+        if len(pages) > 1 and not screen.pageable:
+            used, limit, encoding = screen_cost("\n".join(engine.screen_lines(screen, variables, lang)), budget)
+            what = "an END screen cannot page" if screen.kind == "end" else "it is marked pageable = false"
+            problems.append(
+                f"{screen.qualified} ({lang}): renders {used}/{limit} {encoding} at the longest demo data; {what}. Shorten the text."
+            )
     return problems

@@ -28,7 +28,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ussd_gateway.menus.model import LANGUAGES, MenuSet, Screen
+from ussd_gateway.menus.model import MenuSet, Screen
 from ussd_gateway.menus.text import ScreenBudget
 
 FORMATS = ("mermaid", "dot", "svg")
@@ -107,27 +107,18 @@ def _oneline(text: str, limit: int = SNIPPET) -> str:
 def paging_screens(menus: MenuSet, budget: ScreenBudget | None = None, demo_data: Path | None = None) -> dict[str, dict[str, int]]:
     """`menu:screen` -> {language: pages} for every displayed screen that pages at the
     longest demo data (the same worst case as `menus check`)."""
-    from ussd_gateway.menus.check import worst_case_variables
-    from ussd_gateway.menus.engine import Engine
+    from ussd_gateway.menus.check import rendering_engine, shown_screens
 
-    async def no_action(*_args: object) -> str:  # rendering only
-        return "ok"
-
-    engine = Engine(menus, no_action, budget=budget or ScreenBudget())
+    engine = rendering_engine(menus, budget or ScreenBudget())
     # A service's first screen and the main menu are shown with an empty back stack,
     # so without the "0 back / 00 home" footer.
     bare = {menus.home, *menus.services.values()}
     found: dict[str, dict[str, int]] = {}
-    for lang in LANGUAGES:
-        variables = worst_case_variables(menus, lang, demo_data)
-        for menu in menus.menus.values():
-            for screen in menu.screens.values():
-                if screen.transient:
-                    continue
-                footer = screen.kind != "end" and screen.qualified not in bare
-                pages = engine.paginate_screen(screen, variables, lang, has_footer=footer)
-                if len(pages) > 1:
-                    found.setdefault(screen.qualified, {})[lang] = len(pages)
+    for lang, variables, screen in shown_screens(menus, demo_data):
+        footer = screen.kind != "end" and screen.qualified not in bare
+        pages = engine.paginate_screen(screen, variables, lang, has_footer=footer)
+        if len(pages) > 1:
+            found.setdefault(screen.qualified, {})[lang] = len(pages)
     return found
 
 

@@ -56,7 +56,7 @@ ActionFn = Callable[["ActionContextLike"], Awaitable[str]]
 
 
 class ActionContextLike:  # pragma: no cover - typing aid only
-    """What an action receives; the concrete class lives in `ussd_gateway.actions`."""
+    """What an action receives; the concrete class lives in `ussd_gateway.services.actions`."""
 
 
 @dataclass(slots=True)
@@ -120,7 +120,7 @@ class Menu:
 
 @dataclass(slots=True)
 class Keyword:
-    """An SMS keyword declared beside a service's menus (served by the SMPP issue)."""
+    """An SMS keyword declared beside a service's menus (served by the SMS channel: keyword SMS arrive over SMPP or HTTP)."""
 
     short_code: str
     words: tuple[str, ...]

@@ -34,7 +34,7 @@ Encoding = Literal["gsm7", "ucs2"]
 
 # GSM 03.38 basic table, in code order: GSM7_BASIC_TABLE[septet] is the character.
 # 0x1B is ESC, which introduces the extension table; it is not text. Public so the
-# SMS codec (smpp/encoding.py) maps septets with the same table this module measures.
+# SMS codec (channels/smpp/encoding.py) maps septets with the same table this module measures.
 GSM7_BASIC_TABLE = (
     "@£$¥èéùìòÇ\nØø\rÅå"
     "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"

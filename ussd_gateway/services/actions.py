@@ -28,6 +28,7 @@ from ussd_gateway.backend.port import (
     BundleChoice,
     Feedback,
     Package,
+    PurchaseResult,
     SubscriberBackend,
 )
 
@@ -205,12 +206,13 @@ async def _queue_confirmation(ctx: ActionContext, text_key: str, variables: Mapp
     )
 
 
-@action
-async def purchase(ctx: ActionContext) -> str:
-    """Debit and activate `args.code`; outcomes ok, insufficient, unknown. On ok the
-    confirmation SMS is queued for the SMS channel (once per idempotency key)."""
-    code = str(_arg(ctx, "code"))
-    result = await ctx.backend.purchase(ctx.msisdn, code, ctx.idempotency_key)
+async def _purchased(
+    ctx: ActionContext, result: PurchaseResult, code: str, shown: tuple[int, int] | None = None
+) -> str:
+    """Show a purchase's outcome (`purchase`: status, balance, missing, expires, code,
+    and price, days, renewal as the confirm screen showed them: `shown` = (price, days),
+    else the package `pkg`) and, when it went through, queue its confirmation SMS; the
+    outcome is the status."""
     ctx.vars["purchase"] = {
         "status": result.status,
         "balance": result.balance,
@@ -219,15 +221,22 @@ async def purchase(ctx: ActionContext) -> str:
         "code": code,
     }
     pkg = ctx.vars.get("pkg") or {}
-    if result.package is not None and pkg.get("code") == code:  # the price and period the screen showed
-        renews = result.package.auto_renew
-        ctx.vars["purchase"].update(
-            price=pkg["price"], days=pkg["validity_days"], renews=renews,
-            renewal=renewal_text(ctx, pkg["price"], pkg["validity_days"], renews),
-        )
+    if shown is None and pkg.get("code") == code:  # the price and period the screen showed
+        shown = (int(pkg["price"]), int(pkg["validity_days"]))
+    if result.package is not None and shown is not None:
+        (price, days), renews = shown, result.package.auto_renew
+        ctx.vars["purchase"].update(price=price, days=days, renews=renews, renewal=renewal_text(ctx, price, days, renews))
     if result.status == "ok":
         await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
     return result.status
+
+
+@action
+async def purchase(ctx: ActionContext) -> str:
+    """Debit and activate `args.code`; outcomes ok, insufficient, unknown. On ok the
+    confirmation SMS is queued for the SMS channel (once per idempotency key)."""
+    code = str(_arg(ctx, "code"))
+    return await _purchased(ctx, await ctx.backend.purchase(ctx.msisdn, code, ctx.idempotency_key), code)
 
 
 # ---- self-built bundle (M090) -------------------------------------------------------------
@@ -298,23 +307,8 @@ async def buy_bundle(ctx: ActionContext) -> str:
         cycle=ctx.vars["cycle"]["code"],
         name=str(ctx.vars["bundle_name"]).strip(),
     )
-    result = await ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key)
-    ctx.vars["purchase"] = {
-        "status": result.status,
-        "balance": result.balance,
-        "missing": result.missing,
-        "expires": result.package.expires if result.package else "",
-        "code": choice.name,
-    }
-    if result.package is not None:  # the total and cycle the review screen showed
-        price, days = int(ctx.vars["bundle"]["total"]), CYCLE_DAYS[choice.cycle]
-        ctx.vars["purchase"].update(
-            price=price, days=days, renews=result.package.auto_renew,
-            renewal=renewal_text(ctx, price, days, result.package.auto_renew),
-        )
-    if result.status == "ok":
-        await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
-    return result.status
+    shown = (int(ctx.vars["bundle"]["total"]), CYCLE_DAYS[choice.cycle])  # what the review screen showed
+    return await _purchased(ctx, await ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key), choice.name, shown)
 
 
 # ---- KNDL -------------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from typing import TextIO
 from ussd_gateway.testkit.transcripts import (
     DEFAULT_STEP_TIMEOUT_S,
     Channel,
+    Mismatch,
     Transcript,
     TranscriptResult,
-    _Mismatch,
     render_template,
     run_transcript,
 )
@@ -38,7 +38,7 @@ def subscriber_of(transcript: Transcript, variables: Mapping[str, str]) -> str:
     """The MSISDN a transcript dials with these variables (its own text if unresolved)."""
     try:
         return render_template(transcript.msisdn, {**transcript.vars, **variables})
-    except _Mismatch:
+    except Mismatch:
         return transcript.msisdn
 
 

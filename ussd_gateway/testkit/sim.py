@@ -78,31 +78,56 @@ def run_sim(
             print(f"(recorded {len(recorder.hops)} screen(s) to {path}; replay: ussd-gateway replay {path})", file=out)
 
 
+def _converse(
+    first: tuple[str, bool],
+    answer: Callable[[str], tuple[str, bool]],
+    hang_up: Callable[[], None],
+    *,
+    read: Callable[[str], str],
+    out: TextIO,
+    recorder: Any,
+) -> int:
+    """Play one dialogue, whatever carries it: show each screen (`(text, end)`), read
+    the subscriber's answer and send it with `answer`, until an END screen. Ctrl-D or
+    Ctrl-C calls `hang_up` instead."""
+    screen, end = first
+    text: str | None = None
+    while True:
+        print(frame(screen, end=end), file=out, flush=True)
+        if recorder is not None:
+            recorder.screen(text, screen, end)
+        if end:
+            return 0
+        try:
+            text = read("> ")
+        except (EOFError, KeyboardInterrupt):
+            hang_up()
+            if recorder is not None:
+                recorder.hangup()
+            print("\n(hung up)", file=out)
+            return 0
+        screen, end = answer(text)
+
+
 def _run_over_http(url: str, *, msisdn: str, code: str, lang: str | None, read: Callable[[str], str], out: TextIO, recorder: Any) -> int:
     session_id = "sim-" + uuid.uuid4().hex[:12]
     base = {"session_id": session_id, "msisdn": msisdn, "service_code": code}
     if lang:
         base["language"] = lang
     seq = 0
+
+    def answer(text: str) -> tuple[str, bool]:
+        nonlocal seq
+        seq += 1
+        reply = post_json(url, {**base, "event": "continue", "input": text, "seq": seq})
+        return reply["text"], reply["end"]
+
+    def hang_up() -> None:
+        post_json(url, {**base, "event": "abort", "seq": seq + 1})
+
     try:
         reply = post_json(url, {**base, "event": "begin", "seq": seq})
-        answer: str | None = None
-        while True:
-            print(frame(reply["text"], end=reply["end"]), file=out, flush=True)
-            if recorder is not None:
-                recorder.screen(answer, reply["text"], reply["end"])
-            if reply["end"]:
-                return 0
-            try:
-                answer = read("> ")
-            except (EOFError, KeyboardInterrupt):
-                post_json(url, {**base, "event": "abort", "seq": seq + 1})
-                if recorder is not None:
-                    recorder.hangup()
-                print("\n(hung up)", file=out)
-                return 0
-            seq += 1
-            reply = post_json(url, {**base, "event": "continue", "input": answer, "seq": seq})
+        return _converse((reply["text"], reply["end"]), answer, hang_up, read=read, out=out, recorder=recorder)
     except SimError as error:
         print(f"sim: {error}", file=sys.stderr)
         return 1
@@ -114,25 +139,18 @@ def _run_over_smpp(control: str, *, msisdn: str, code: str, read: Callable[[str]
     submit_sm, and the screens are the same as over HTTP."""
     base = control if control.startswith("http") else f"http://{control}"
     try:
-        answer = post_json(base, {"msisdn": msisdn, "code": code, "timeout": 5}, path="/ussd/start")
-        dialogue = answer["dialogue_id"]
-        text: str | None = None
-        while True:
-            screen = answer["screen"]
-            print(frame(screen["text"], end=screen["end"]), file=out, flush=True)
-            if recorder is not None:
-                recorder.screen(text, screen["text"], screen["end"])
-            if screen["end"]:
-                return 0
-            try:
-                text = read("> ")
-            except (EOFError, KeyboardInterrupt):
-                post_json(base, {}, path=f"/ussd/{dialogue}/abort")
-                if recorder is not None:
-                    recorder.hangup()
-                print("\n(hung up)", file=out)
-                return 0
-            answer = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")
+        started = post_json(base, {"msisdn": msisdn, "code": code, "timeout": 5}, path="/ussd/start")
+        dialogue = started["dialogue_id"]
+
+        def answer(text: str) -> tuple[str, bool]:
+            screen = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")["screen"]
+            return screen["text"], screen["end"]
+
+        def hang_up() -> None:
+            post_json(base, {}, path=f"/ussd/{dialogue}/abort")
+
+        first = started["screen"]
+        return _converse((first["text"], first["end"]), answer, hang_up, read=read, out=out, recorder=recorder)
     except SimError as error:
         print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
         return 1

@@ -28,7 +28,8 @@ from ussd_gateway.core.msisdn import mask_msisdn, normalise_msisdn
 from ussd_gateway.channels.smpp import pdu as smpp_pdu
 from ussd_gateway.channels.smpp.config import BindSettings
 from ussd_gateway.channels.smpp.encoding import decode_text, encode_text, parse_udh, payload_sms, split_sms
-from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SmppMetrics, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SubmitUnconfirmed
+from ussd_gateway.channels.smpp.metrics import SmppMetrics
 
 ESM_MESSAGE_TYPE = 0x3C
 ESM_DELIVERY_RECEIPT = 0x04

@@ -1,5 +1,4 @@
-"""Events an `EsmeSession` reports to its owner (STYLE.md §6, after aioquic's
-`quic/events.py`).
+"""Events an `EsmeSession` reports to its owner, the link that drives it.
 
 The session never calls back into its owner: it queues these and the owner pulls them
 with `next_event()`, so the order of effects is explicit and tests can assert on it
@@ -56,7 +55,7 @@ class DeliverReceived(Event):
     """A `deliver_sm` arrived on a bind allowed to receive it.
 
     The session has NOT answered it: the owner must call `respond_deliver(sequence,
-    status)` once its handler has decided (anti-pattern 8: no silent auto-ACK)."""
+    status)` once its handler has decided: a deliver_sm is never acknowledged silently."""
 
     pdu: Pdu
     """The decoded `deliver_sm`; `pdu.sequence` is what `respond_deliver` takes."""

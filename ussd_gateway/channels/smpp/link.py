@@ -1,13 +1,13 @@
 """`SmppLink`: one configured bind kept up over asyncio, around `EsmeSession`.
 
-The thin I/O shell of STYLE.md §6 (aioquic's `asyncio/protocol.py`): an
-`asyncio.Protocol` per TCP connection feeds bytes and `loop.time()` into the sans-IO
-session, writes what it returns, re-arms one timer, and turns session events into
-futures and tasks. Every protocol rule lives in `smpp/protocol.py`; what lives here is
+The I/O shell around the sans-IO session: each TCP connection (`connection`) feeds
+bytes and the clock into its session and hands the session's events here, where they
+become futures and tasks. Every protocol rule lives in `protocol`; what lives here is
 what needs a clock and a loop: reconnecting with capped, jittered exponential backoff,
 waiting for a window slot, slowing down when the SMSC throttles, running `deliver_sm`
 handlers concurrently (bounded) so a slow one never blocks the link, and a graceful
-stop. Nothing here blocks the loop: smpplib is used only as a codec (anti-pattern 7).
+stop. Nothing here blocks the loop: smpplib only encodes and decodes PDUs, it never
+touches a socket.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ussd_gateway.channels.smpp.config import BindSettings
+from ussd_gateway.channels.smpp.connection import Connection
 from ussd_gateway.channels.smpp.events import (
     BindRefused,
     Bound,
-    ConnectionShouldClose,
     DeliverReceived,
     EnquireLinkFailed,
     Event,
@@ -37,6 +36,7 @@ from ussd_gateway.channels.smpp.events import (
     SubmitResponded,
     UnknownPduReceived,
 )
+from ussd_gateway.channels.smpp.metrics import SmppMetrics
 from ussd_gateway.channels.smpp.pdu import ESME_RMSGQFUL, ESME_RSYSERR, ESME_RTHROTTLED, Pdu
 from ussd_gateway.channels.smpp.protocol import BindAs, EsmeSession
 from ussd_gateway.core.msisdn import mask_msisdn
@@ -45,7 +45,6 @@ __all__ = [
     "DeliverHandler",
     "LinkUnavailable",
     "SmppLink",
-    "SmppMetrics",
     "SubmitOutcome",
     "SubmitUnconfirmed",
 ]
@@ -95,180 +94,6 @@ class SubmitOutcome:
         return self.status == 0
 
 
-class SmppMetrics:
-    """Per-bind SMPP metrics, in a registry of their own unless one is given (one per
-    app, so tests and several apps in one process never collide). Labels are bind
-    names, directions, command names and statuses: never a phone number."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.bind_up = Gauge(
-            "smpp_bind_up",
-            "1 while every connection of the bind is bound, else 0.",
-            ["bind"],
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
-        self.pdus = Counter(
-            "smpp_pdus",
-            "PDUs by bind, direction (in/out), command and command_status.",
-            ["bind", "direction", "command", "status"],
-            registry=self.registry,
-        )
-        self.window_in_use = Gauge(
-            "smpp_window_in_use",
-            "submit_sm sent and awaiting a response.",
-            ["bind"],
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
-        self.throttled = Counter(
-            "smpp_throttled", "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL.", ["bind"], registry=self.registry
-        )
-        self.reconnects = Counter(
-            "smpp_reconnects",
-            "Reconnections after a drop, a refused bind or a failed connect.",
-            ["bind"],
-            registry=self.registry,
-        )
-        self._pdu_children: dict[tuple[str, str, str, int], Any] = {}
-
-    def count_pdu(self, bind: str, direction: str, command: str, status: int) -> None:
-        """Count one PDU; label children are cached (the labels() lookup is not free)."""
-        key = (bind, direction, command, status)
-        child = self._pdu_children.get(key)
-        if child is None:
-            child = self._pdu_children[key] = self.pdus.labels(bind, direction, command, f"0x{status:02x}")
-        child.inc()
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP connection: moves bytes and time between the socket and its session,
-    and hands the session's events to the link (aioquic's `QuicConnectionProtocol`)."""
-
-    def __init__(self, link: SmppLink, role: BindAs, session: EsmeSession) -> None:
-        self._link = link
-        self.role: BindAs = role
-        self.session = session
-        self.transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
-        self.closed: asyncio.Future[None] = self._loop.create_future()
-        """Resolved when the transport is gone (connection_lost)."""
-        self.waiters: dict[object, asyncio.Future[tuple[int, str]]] = {}
-        """Submit ref -> the future its `SmppLink.submit` awaits."""
-        self.was_bound = False
-        self.reading_paused = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._flush_scheduled = False
-
-    # -- asyncio.Protocol ---------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # No isinstance check: uvloop's TCP transport (what `serve` runs on) has the
-        # asyncio.Transport interface without subclassing it.
-        self.transport = transport  # type: ignore[assignment]
-        self._link._connection_made(self)
-        self.session.connect(self._link._now())
-        self.pump()
-
-    def data_received(self, data: bytes) -> None:
-        self.session.receive_data(data, self._link._now())
-        self.pump()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._link._connection_lost(self, exc)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- driving the session --------------------------------------------------------
-    def pump(self) -> None:
-        """Handle the session's events, write its bytes, re-arm its timer.
-
-        The bytes go out at the end of this turn of the event loop, not at once: the
-        PDUs that the turn's callbacks and tasks produce (deliver_sm_resps, screens'
-        submit_sms, ...) then leave in one write, one syscall and one loopback or
-        network segment instead of one each. The session keeps them in order."""
-        close_reason: str | None = None
-        while (event := self.session.next_event()) is not None:
-            if isinstance(event, ConnectionShouldClose):
-                close_reason = event.reason
-            else:
-                self._link._handle_event(self, event)
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        self._link._window_changed()
-        if close_reason is not None:
-            self._flush()
-            self._link._log.info("smpp.connection_closing", role=self.role, reason=close_reason)
-            transport.close()  # flushes what was just written (an unbind_resp, say)
-            return
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        self._arm_timer()
-
-    def _flush(self) -> None:
-        """Write what the session has to send (see `pump`)."""
-        self._flush_scheduled = False
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        data = self.session.data_to_send()
-        if data:
-            transport.write(data)
-
-    def _arm_timer(self) -> None:
-        when = self.session.get_timer()
-        if when == self._timer_at and (when is None or self._timer is not None):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            # A delay, not loop.call_at: the session's clock is the link's (injectable).
-            self._timer = self._loop.call_later(max(0.0, when - self._link._now()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self.session.handle_timer(self._link._now())
-        self.pump()
-
-    # -- API for the link -------------------------------------------------------------
-    def submit(self, fields: dict[str, Any], ref: object) -> bool:
-        sent = self.session.submit(fields, ref=ref, now=self._link._now())
-        if sent:
-            self.pump()
-        return sent
-
-    def respond_deliver(self, sequence: int, status: int) -> None:
-        self.session.respond_deliver(sequence, status)
-        self.pump()
-
-    def unbind(self) -> None:
-        self.session.unbind(self._link._now())
-        self.pump()
-
-    def abort(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.reading_paused and not self.transport.is_closing():
-            self.transport.pause_reading()
-            self.reading_paused = True
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and self.reading_paused and not self.transport.is_closing():
-            self.transport.resume_reading()
-        self.reading_paused = False
-
-
 class SmppLink:
     """One bind (`[[smpp.binds]]`): a transceiver connection, or a transmitter for
     submits plus a receiver for delivers, each kept up until `stop()`.
@@ -303,7 +128,7 @@ class SmppLink:
             ("transceiver",) if settings.mode == "transceiver" else ("transmitter", "receiver")
         )
         self._log = _log.bind(bind=settings.name)
-        self._conns: dict[BindAs, _Connection] = {}
+        self._conns: dict[BindAs, Connection] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._done = asyncio.Event()
         self._stop_event = asyncio.Event()
@@ -458,7 +283,7 @@ class SmppLink:
             if not self._stopping:
                 self.metrics.reconnects.labels(settings.name).inc()
 
-    async def _connect_once(self, role: BindAs) -> _Connection | None:
+    async def _connect_once(self, role: BindAs) -> Connection | None:
         """One TCP connection's life: returns when it is closed (None: no connection)."""
         settings = self.settings
         session = EsmeSession(
@@ -475,7 +300,7 @@ class SmppLink:
         try:
             async with asyncio.timeout(settings.response_timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self, role, session), settings.host, settings.port
+                    lambda: Connection(self, role, session), settings.host, settings.port
                 )
         except (OSError, TimeoutError) as exc:
             self._log.warning(
@@ -492,10 +317,10 @@ class SmppLink:
             raise
         return conn
 
-    def _connection_made(self, conn: _Connection) -> None:
+    def _connection_made(self, conn: Connection) -> None:
         self._conns[conn.role] = conn
 
-    def _connection_lost(self, conn: _Connection, exc: Exception | None) -> None:
+    def _connection_lost(self, conn: Connection, exc: Exception | None) -> None:
         if self._conns.get(conn.role) is conn:
             del self._conns[conn.role]
         for future in conn.waiters.values():
@@ -515,7 +340,7 @@ class SmppLink:
     def _window_changed(self) -> None:
         self._window_gauge.set(self.window_in_use)
 
-    def _handle_event(self, conn: _Connection, event: Event) -> None:
+    def _handle_event(self, conn: Connection, event: Event) -> None:
         """React to one session event (ConnectionShouldClose is the pump's)."""
         if isinstance(event, SubmitResponded):
             future = conn.waiters.pop(event.ref, None)
@@ -547,10 +372,10 @@ class SmppLink:
         # submit also arrives as SubmitResponded.
 
     # ---- internals: submits -----------------------------------------------------------
-    def _submit_connection(self) -> _Connection | None:
+    def _submit_connection(self) -> Connection | None:
         return self._conns.get("transmitter" if self.settings.mode == "transmitter_receiver" else "transceiver")
 
-    async def _acquire_slot(self, deadline: float, timeout: float) -> _Connection:
+    async def _acquire_slot(self, deadline: float, timeout: float) -> Connection:
         """Wait until a bound connection has a free window slot and the SMSC is not
         being given a throttling pause. Waiters queue FIFO; a woken waiter that lost
         the slot to a newcomer goes back to the front."""
@@ -609,7 +434,7 @@ class SmppLink:
             self._throttle_delay = min(self._throttle_delay * 2, THROTTLE_MAX_S)
 
     # ---- internals: delivers ----------------------------------------------------------
-    def _start_deliver(self, conn: _Connection, pdu: Pdu) -> None:
+    def _start_deliver(self, conn: Connection, pdu: Pdu) -> None:
         task = asyncio.get_running_loop().create_task(self._run_deliver(conn, pdu))
         self._deliver_tasks.add(task)
         task.add_done_callback(self._deliver_done)
@@ -623,7 +448,7 @@ class SmppLink:
                 if conn.reading_paused:
                     conn.resume_reading()
 
-    async def _run_deliver(self, conn: _Connection, pdu: Pdu) -> None:
+    async def _run_deliver(self, conn: Connection, pdu: Pdu) -> None:
         """Run the handler and answer with its status; a failing handler is a bug to
         log and an ESME_RSYSERR to the SMSC, never the end of the link."""
         _IN_DELIVER_HANDLER.set(True)

@@ -1,15 +1,14 @@
 """The ESME side of one SMPP 3.4 connection, as a sans-IO state machine.
 
-Shaped after aioquic's `QuicConnection` (STYLE.md §6): no sockets, no asyncio, no
-clock. The session is driven by three kinds of input, API calls (`connect`,
-`submit`, `respond_deliver`, `unbind`), bytes (`receive_data(data, now)`) and time
-(`handle_timer(now)`), and its output is pulled: `data_to_send()`, `next_event()`,
-`get_timer()`. So every protocol rule (bind, sequence correlation, window,
-enquire_link, unbind, malformed input) is unit-tested by moving bytes between two
-objects in memory with an explicit `now`, and `smpp/link.py` only moves bytes and
-arms one timer.
+No sockets, no asyncio, no clock. The session is driven by three kinds of input, API
+calls (`connect`, `submit`, `respond_deliver`, `unbind`), bytes (`receive_data(data,
+now)`) and time (`handle_timer(now)`), and its output is pulled: `data_to_send()`,
+`next_event()`, `get_timer()`. So every protocol rule (bind, sequence correlation,
+window, enquire_link, unbind, malformed input) is unit-tested by moving bytes between
+two objects in memory with an explicit `now`, and `link` and `connection` only move
+bytes and arm one timer.
 
-What smpplib's client gets wrong and this does not (anti-patterns 7-8): responses are
+What smpplib's client gets wrong and this does not: responses are
 correlated by sequence number, never assumed to be "the next PDU"; `deliver_sm` is
 never auto-acknowledged (the owner answers with `respond_deliver`); enquire_link is
 sent on a schedule, not on a socket timeout, and its absence of answer kills the
@@ -61,7 +60,7 @@ BindAs = Literal["transceiver", "transmitter", "receiver"]
 PduObserver = Callable[[str, str, int], None]
 """Called as `observer(direction, command, status)` for every PDU in ("in") or out
 ("out"); how the link counts PDUs for Prometheus without the session knowing about
-metrics (like aioquic's `quic_logger`)."""
+metrics."""
 
 MAX_SEQUENCE = 0x7FFFFFFF
 """SMPP 3.4 §5.1.4: sequence numbers run 0x00000001..0x7FFFFFFF, then wrap."""

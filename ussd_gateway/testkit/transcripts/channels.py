@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,7 +70,38 @@ async def _read_json(response: aiohttp.ClientResponse, what: str) -> Any:
         raise ChannelError(f"{what}: the answer is not JSON: {body[:200]!r}") from None
 
 
-class _HttpBase:
+async def _choose_language(menu: Awaitable[Screen], send: Callable[[str], Awaitable[Screen]], language: str) -> None:
+    """Choose `language` through `*090#` → 7 as a subscriber would: `menu` dials `*090#`,
+    `send` answers it. For channels that cannot carry the handset language on the wire."""
+    screen = await menu
+    for answer in (_LANGUAGE_MENU_KEY, _LANGUAGE_OPTION[language]):
+        if screen.end:
+            break
+        screen = await send(answer)
+    if not screen.end:
+        raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
+
+
+class _Handset:
+    """What every channel does alike: the texts of the SMS it finds, and closing the
+    HTTP session it opened itself (one passed in belongs to the caller)."""
+
+    _own_http: bool
+    _http: aiohttp.ClientSession | None
+
+    async def outbound_messages(self, msisdn: str, timeout: float = 0.0) -> list[Sms]:
+        raise NotImplementedError
+
+    async def outbound_sms(self, msisdn: str) -> list[str]:
+        return [sms.text for sms in await self.outbound_messages(msisdn)]
+
+    async def close(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+class _HttpBase(_Handset):
     """Shared by both HTTP dialects: the SMS endpoints, the client session, and the
     menu-driven language choice for a dialect that cannot carry the language."""
 
@@ -103,13 +134,7 @@ class _HttpBase:
         """Choose the language through `*090#` → 7 once, as a subscriber would."""
         if not language or self.native_language or self._languages.get(msisdn) == language:
             return
-        screen = await self._begin(msisdn, "*090#", None)
-        for answer in (_LANGUAGE_MENU_KEY, _LANGUAGE_OPTION[language]):
-            if screen.end:
-                break
-            screen = await self.send(answer)
-        if not screen.end:
-            raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
+        await _choose_language(self._begin(msisdn, "*090#", None), self.send, language)
         self._languages[msisdn] = language
 
     async def dial(self, msisdn: str, code: str, language: str | None = None) -> Screen:
@@ -154,14 +179,6 @@ class _HttpBase:
             if new or time.monotonic() >= deadline:
                 return new
             await asyncio.sleep(0.05)
-
-    async def outbound_sms(self, msisdn: str) -> list[str]:
-        return [sms.text for sms in await self.outbound_messages(msisdn)]
-
-    async def close(self) -> None:
-        if self._own_http and self._http is not None:
-            await self._http.close()
-            self._http = None
 
 
 class AfricasTalkingChannel(_HttpBase):
@@ -235,7 +252,7 @@ class JsonChannel(_HttpBase):
             await self._hop("abort")
 
 
-class SmppChannel:
+class SmppChannel(_Handset):
     """USSD and SMS through `ussd-gateway smsc`'s control API: the simulator plays the
     operator's SMSC, the server under test is bound to it as an ESME."""
 
@@ -278,13 +295,7 @@ class SmppChannel:
 
     async def dial(self, msisdn: str, code: str, language: str | None = None) -> Screen:
         if language and self._languages.get(msisdn) != language:
-            screen = await self._begin(msisdn, "*090#")
-            for answer in (_LANGUAGE_MENU_KEY, _LANGUAGE_OPTION[language]):
-                if screen.end:
-                    break
-                screen = await self.send(answer)
-            if not screen.end:
-                raise ChannelError(f"could not set the language {language} through *090# → 7: the menu answered {screen.text!r}")
+            await _choose_language(self._begin(msisdn, "*090#"), self.send, language)
             self._languages[msisdn] = language
         return await self._begin(msisdn, code)
 
@@ -312,14 +323,6 @@ class SmppChannel:
         answer = await self._call("GET", "/mt", "GET /mt", params={"msisdn": msisdn, "timeout": f"{max(timeout, 0.0):.3f}"})
         return [Sms(str(item.get("from", "")), str(item.get("text", ""))) for item in answer.get("sms", [])]
 
-    async def outbound_sms(self, msisdn: str) -> list[str]:
-        return [sms.text for sms in await self.outbound_messages(msisdn)]
-
-    async def close(self) -> None:
-        if self._own_http and self._http is not None:
-            await self._http.close()
-            self._http = None
-
 
 CHANNELS = ("africastalking", "json", "smpp")
 
@@ -345,5 +348,3 @@ def make_channel(
             raise ValueError("the smpp channel needs the SMSC simulator's control API, HOST:PORT (e.g. 127.0.0.1:2776)")
         return SmppChannel(smpp, http=http, timeout_s=timeout_s)
     raise ValueError(f"unknown channel {kind!r}: use one of {', '.join(CHANNELS)}")
-
-
