@@ -130,7 +130,7 @@ class Engine:
         remaining = list(inputs)
         while remaining:
             screen = self._current(record)
-            if screen is not None and screen.kind == "end":
+            if screen is not None and screen.kind == "end" and not self._pages_on(record, remaining[0]):
                 break  # the dialogue is over: later inputs of a shortcut have no screen
             if screen is not None and screen.kind == "input" and len(remaining) > 1:
                 # A free-text answer may itself contain `*` (the gateway joins with it).
@@ -138,6 +138,14 @@ class Engine:
             await self._step(record, remaining.pop(0), action_no)
         reply = self.render(record)
         return reply, record.lang if record.lang != lang_before else None
+
+    def _pages_on(self, record: SessionRecord, value: str) -> bool:
+        """Whether `value` turns a page of the END screen the record is on (98 to a
+        next page, 0 back to an earlier one)."""
+        value = value.strip()
+        if value == "0":
+            return record.page > 0
+        return value == "98" and record.page < len(self._pages(record)) - 1
 
     def _current(self, record: SessionRecord) -> Screen | None:
         if record.screen == RESUME_SCREEN:
@@ -156,7 +164,12 @@ class Engine:
             return
         screen = self.menus.screen(f"{record.menu}:{record.screen}")
         if screen.kind == "end":
-            return  # the dialogue is over; show the END screen again
+            # The dialogue is over. A long END (`pageable = true`) still pages: every
+            # page but the last is a CON with "98", the last one ENDs; anything else
+            # shows the same page again.
+            if self._pages_on(record, value):
+                record.page += 1 if value == "98" else -1
+            return
         # Rendered only for "98": the current screen's pages are not needed otherwise.
         if value == "98" and record.page < len(self._pages(record)) - 1:
             record.page += 1
