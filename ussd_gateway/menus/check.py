@@ -35,7 +35,7 @@ def _longest(values: list[Any]) -> Any:
 def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = None) -> dict[str, Any]:
     """Session variables holding, field by field, the longest value the demo data can
     put there (a safe over-approximation of any one subscriber's screen)."""
-    from ussd_gateway.services.actions import FEEDBACK_TOPICS, account_view, active_view, package_view
+    from ussd_gateway.services.actions import FEEDBACK_TOPICS, account_view, active_view, package_view, reward_view, topic_view
     from ussd_gateway.backend import load_demo_data
     from ussd_gateway.backend.port import Account, ActivePackage, Kndl, VasSubscription
 
@@ -85,7 +85,7 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
          "renewal": words("renew_daily") if days == 1 else words("renew_every", {"days": days})}
         for c, days in (("day", 1), ("week", 7), ("month", 30))
     ]
-    rewards = [{"code": r.code, "name": r.name, "points": r.points} for r in catalogue.rewards]
+    rewards = [{**reward_view(ctx, r, catalogue, {}), "points": most_points} for r in catalogue.rewards]
     highest_price = max(p.price for p in catalogue.packages)
     return {
         "account": account,
@@ -111,11 +111,11 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
         "bundle_name": "W" * 20,
         "kndl": {"minutes": 999, "short_code": "99999"},
         "rewards": rewards,
-        "reward": max(rewards, key=lambda r: len(r["name"])) if rewards else {},
+        "reward": max(rewards, key=lambda r: len(r["name"]) + len(r["renewal_note"])) if rewards else {},
         "redeem": {"points": most_points, "missing": most_points, "balance": biggest_balance},
         "svc": widest_vas,
-        "topics": [{"code": t, "label": words("topic_" + t)} for t in FEEDBACK_TOPICS],
-        "topic": _longest([{"code": t, "label": words("topic_" + t)} for t in FEEDBACK_TOPICS]),
+        "topics": [topic_view(words, t) for t in FEEDBACK_TOPICS],
+        "topic": _longest([topic_view(words, t) for t in FEEDBACK_TOPICS]),
         "feedback_message": "W" * 160,
     }
 

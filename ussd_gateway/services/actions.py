@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ussd_gateway.core.formats import LANGUAGES, data_size
+from ussd_gateway.core.formats import LANGUAGES, data_size, number
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
@@ -26,8 +26,10 @@ from ussd_gateway.backend.port import (
     Account,
     ActivePackage,
     BundleChoice,
+    Catalogue,
     Feedback,
     Package,
+    Reward,
     PurchaseResult,
     SubscriberBackend,
 )
@@ -73,14 +75,15 @@ def action(func: Action) -> Action:
 
 # ---- shaping backend data for screens -------------------------------------------------
 def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: int) -> str:
-    """`4GB, 1000 phut, 50 SMS` in the subscriber's language."""
+    """`4GB, 1.050 phut, 50 SMS` in the subscriber's language: counts grouped as the
+    language writes numbers (`1.050` vi, `1,050` en), like points and money."""
     parts: list[str] = []
     if data_mb:
         parts.append(data_size(data_mb, ctx.lang))
     if voice_min:
-        parts.append(f"{voice_min} {ctx.word('unit_min')}")
+        parts.append(f"{number(voice_min, ctx.lang)} {ctx.word('unit_min')}")
     if sms:
-        parts.append(f"{sms} SMS")
+        parts.append(f"{number(sms, ctx.lang)} SMS")
     return ", ".join(parts) or "-"
 
 
@@ -345,11 +348,30 @@ async def kndl_confirm_join(ctx: ActionContext) -> str:
     return "ok" if result.status == "ok" else "already"
 
 
+def reward_view(ctx: Any, reward: Reward, catalogue: Catalogue, held: Mapping[str, bool]) -> dict[str, Any]:
+    """A reward for screens, in the subscriber's language: `label` heads a list item,
+    `name` goes mid-sentence. A package reward also carries the package's money `price`,
+    `days` and `renewal_note`: it renews like a bought package, at its money price from
+    the main balance (or not, when the subscriber stopped its renewal: `held`)."""
+    view = dataclasses.asdict(reward)
+    package = catalogue.package(reward.package_code or "") if reward.kind == "package" else None
+    if package is not None:
+        renews = held.get(package.code.upper(), True)
+        facts = {"code": package.code, "days": package.validity_days, "price": package.price}
+        view.update(facts, name=ctx.word("reward_package", facts), renews=renews,
+                    renewal_note=ctx.word("reward_renews" if renews else "reward_no_renew", facts))
+    else:
+        view.update(name=ctx.word("reward_credit", {"credit": reward.credit}), renewal_note="")
+    view["label"] = view["name"][:1].upper() + view["name"][1:]
+    return view
+
+
 @action
 async def list_rewards(ctx: ActionContext) -> str:
-    """The rewards on offer into `rewards`."""
+    """The rewards on offer into `rewards` (`reward_view`)."""
     catalogue = await ctx.backend.catalogue()
-    ctx.vars["rewards"] = [dataclasses.asdict(r) for r in catalogue.rewards]
+    held = held_renewal(await ctx.backend.account(ctx.msisdn))
+    ctx.vars["rewards"] = [reward_view(ctx, r, catalogue, held) for r in catalogue.rewards]
     return "ok" if catalogue.rewards else "empty"
 
 
@@ -382,10 +404,17 @@ async def cancel_vas(ctx: ActionContext) -> str:
 FEEDBACK_TOPICS = ("care", "products", "network", "other")
 
 
+def topic_view(word: Words, code: str) -> dict[str, str]:
+    """A feedback topic: `label` heads a list item (`Chat luong mang`), `about` goes
+    mid-sentence (`gop y ve chat luong mang`): no capital inside a sentence."""
+    label = word("topic_" + code)
+    return {"code": code, "label": label, "about": label[:1].lower() + label[1:]}
+
+
 @action
 async def feedback_topics(ctx: ActionContext) -> str:
     """The four topics into `topics`."""
-    ctx.vars["topics"] = [{"code": t, "label": ctx.word("topic_" + t)} for t in FEEDBACK_TOPICS]
+    ctx.vars["topics"] = [topic_view(ctx.word, t) for t in FEEDBACK_TOPICS]
     return "ok"
 
 
