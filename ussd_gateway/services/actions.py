@@ -350,15 +350,15 @@ async def kndl_confirm_join(ctx: ActionContext) -> str:
 
 def reward_view(ctx: Any, reward: Reward, catalogue: Catalogue, held: Mapping[str, bool]) -> dict[str, Any]:
     """A reward for screens, in the subscriber's language: `label` heads a list item,
-    `name` goes mid-sentence. A package reward also carries the package's money `price`,
-    `days` and `renewal_note`: it renews like a bought package, at its money price from
+    `name` goes mid-sentence. A package reward also carries its `package` (code, money
+    price, days) and `renewal_note`: it renews like a bought package, at its money price from
     the main balance (or not, when the subscriber stopped its renewal: `held`)."""
     view = dataclasses.asdict(reward)
     package = catalogue.package(reward.package_code or "") if reward.kind == "package" else None
     if package is not None:
         renews = held.get(package.code.upper(), True)
         facts = {"code": package.code, "days": package.validity_days, "price": package.price}
-        view.update(facts, name=ctx.word("reward_package", facts), renews=renews,
+        view.update(package=facts, name=ctx.word("reward_package", facts), renews=renews,
                     renewal_note=ctx.word("reward_renews" if renews else "reward_no_renew", facts))
     else:
         view.update(name=ctx.word("reward_credit", {"credit": reward.credit}), renewal_note="")
