@@ -640,6 +640,23 @@ class TestLanguage:
         assert back == Screen("Da chuyen sang Tieng Viet khong dau.", True)
         assert (await phone.dial("*090#")).text == MAIN_MENU
 
+    async def test_a_long_vi_dau_end_pages_rather_than_drop(self, phone: Phone) -> None:
+        """vi_dau: buying D30 ENDs with everything vi says (renewal, balance, the SMS notice) on
+        two UCS-2 pages: page 1 is a CON with "98.Xem thêm" (another key shows it again), the
+        last page ENDs; the purchase is made once."""
+        await open_menu(phone)
+        await phone.walk("7", "2")
+        await phone.dial("*090#")
+        confirm = await phone.walk("2", "1", "2")
+        assert confirm.text.startswith("Gói D30: 7GB tốc độ cao trong 7 ngày.\n98.Xem thêm\n")  # a whole sentence
+        first = await phone.send("1")
+        assert first == Screen(f"Đăng ký thành công gói D30, HSD {in_days(7)}, tự gia hạn mỗi 7 ngày.\n98.Xem thêm", False)
+        assert await phone.send("5") == first
+        last = await phone.send("98")
+        assert last == Screen("TKC còn 170.000đ. Tin nhắn xác nhận sẽ được gửi tới quý khách.", True)
+        assert len(await gateway_of(phone).store.outbound_sms()) == 1
+        assert fits(first.text, ScreenBudget()) and fits(last.text, ScreenBudget())
+
     async def test_json_language_field_sets_and_remembers(self, gateway_client: Any) -> None:
         """The JSON dialect's `language` field switches the dialogue, and is remembered."""
         english = Phone(gateway_client, "json", language="en")
