@@ -77,10 +77,14 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
     most_prices = max(sum(l.prices[c] for l in levels) for levels in (catalogue.bundle_data, catalogue.bundle_sms, catalogue.bundle_voice) for c in ("day", "week", "month"))
     bundle_total = sum(max(max(l.prices.values()) for l in levels) for levels in (catalogue.bundle_data, catalogue.bundle_sms, catalogue.bundle_voice))
 
-    def levels(table: Any) -> list[dict[str, Any]]:
-        return [{"index": i, "label": words("none_word") if l.amount == 0 else l.label, "price": max(l.prices.values())} for i, l in enumerate(table)]
+    def levels(table: Any, part: str) -> list[dict[str, Any]]:
+        return [
+            {"index": i, "label": words("none_word") if l.amount == 0 else l.label,
+             "name": words("none_" + part) if l.amount == 0 else l.label, "price": max(l.prices.values())}
+            for i, l in enumerate(table)
+        ]
 
-    level_tables = {"data": levels(catalogue.bundle_data), "sms": levels(catalogue.bundle_sms), "voice": levels(catalogue.bundle_voice)}
+    level_tables = {"data": levels(catalogue.bundle_data, "data"), "sms": levels(catalogue.bundle_sms, "sms"), "voice": levels(catalogue.bundle_voice, "voice")}
     cycles = [
         {"code": c, "label": words("cycle_" + c), "per": words("per_" + c),
          "renewal": words("renew_daily") if days == 1 else words("renew_every", {"days": days})}
@@ -105,9 +109,9 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
         "cycles": cycles,
         "cycle": _longest(cycles),
         "levels": level_tables,
-        "data_level": max(level_tables["data"], key=lambda l: len(l["label"])),
-        "sms_level": max(level_tables["sms"], key=lambda l: len(l["label"])),
-        "voice_level": max(level_tables["voice"], key=lambda l: len(l["label"])),
+        "data_level": max(level_tables["data"], key=lambda l: len(l["name"])),
+        "sms_level": max(level_tables["sms"], key=lambda l: len(l["name"])),
+        "voice_level": max(level_tables["voice"], key=lambda l: len(l["name"])),
         "bundle": {"total": bundle_total},
         "bundle_name": "W" * 20,
         "kndl": {"minutes": 999, "short_code": "99999"},

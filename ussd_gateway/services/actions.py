@@ -269,18 +269,21 @@ async def bundle_levels(ctx: ActionContext) -> str:
     catalogue = await ctx.backend.catalogue()
     cycle = ctx.vars["cycle"]["code"]
 
-    def table(levels: Any, label: Callable[[int], str]) -> list[dict[str, Any]]:
+    def table(levels: Any, label: Callable[[int], str], part: str) -> list[dict[str, Any]]:
+        # `label` is a list item ("Khong chon"); `name` goes mid-sentence on the review
+        # ("Goi Lan: 1GB, khong SMS, 30 phut"), saying which part is left out.
         return [
-            {"index": i, "label": ctx.word("none_word") if lv.amount == 0 else label(lv.amount), "price": lv.prices[cycle]}
+            {"index": i, "label": ctx.word("none_word") if lv.amount == 0 else label(lv.amount),
+             "name": ctx.word("none_" + part) if lv.amount == 0 else label(lv.amount), "price": lv.prices[cycle]}
             for i, lv in enumerate(levels)
         ]
 
     # Labels are made from the amounts in the subscriber's language (the catalogue's
     # own labels are Vietnamese only).
     ctx.vars["levels"] = {
-        "data": table(catalogue.bundle_data, lambda mb: describe_allowance(ctx, mb, 0, 0)),
-        "sms": table(catalogue.bundle_sms, lambda n: describe_allowance(ctx, 0, 0, n)),
-        "voice": table(catalogue.bundle_voice, lambda minutes: describe_allowance(ctx, 0, minutes, 0)),
+        "data": table(catalogue.bundle_data, lambda mb: describe_allowance(ctx, mb, 0, 0), "data"),
+        "sms": table(catalogue.bundle_sms, lambda n: describe_allowance(ctx, 0, 0, n), "sms"),
+        "voice": table(catalogue.bundle_voice, lambda minutes: describe_allowance(ctx, 0, minutes, 0), "voice"),
     }
     return "ok"
 
