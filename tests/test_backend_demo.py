@@ -164,11 +164,12 @@ class TestPurchase:
         assert [p.code for p in account.packages] == ["MAX90"]
         assert account.balance == 110000
 
-    async def test_rebuying_turns_auto_renewal_back_on(self, backend: DemoBackend) -> None:
-        """A cancelled renewal is switched back on by buying the package again."""
+    async def test_rebuying_keeps_a_stopped_renewal_off(self, backend: DemoBackend) -> None:
+        """Buying a package again extends it but never silently turns a stopped renewal back on."""
         await backend.cancel_renewal(ALICE, "MAX90")
         result = await backend.purchase(ALICE, "MAX90", "k1")
-        assert result.package.auto_renew is True
+        assert result.package.auto_renew is False
+        assert (await backend.account(ALICE)).packages[0].auto_renew is False
 
     async def test_same_key_twice_debits_once(self, backend: DemoBackend) -> None:
         """A retried hop (same idempotency key) gets the first result and pays nothing more."""

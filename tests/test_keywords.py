@@ -3,6 +3,8 @@ SMPP end-to-end tests send the same messages through a real bind)."""
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import pytest
 
 from ussd_gateway.menus.compiler import load_menus
@@ -80,9 +82,12 @@ class TestPackageKeywords:
     async def test_code_registers_once_per_message(self, router: KeywordRouter) -> None:
         """`c90n` to 999 buys C90N; the same message handled again charges nothing more."""
         reply = await router.handle("84901234567", "999", "c90n", message_key="m1")
-        assert "dang ky thanh cong goi C90N" in reply and "110.000d" in reply
+        assert reply == (
+            "Da dang ky goi C90N: 90.000d/30 ngay, tu gia han moi 30 ngay, HSD "
+            f"{(date.today() + timedelta(days=30)):%d/%m/%Y}. Huy gia han: HUY C90N gui 999. TKC 110.000d."
+        )
         again = await router.handle("84901234567", "999", "c90n", message_key="m1")
-        assert "110.000d" in again
+        assert again == reply
         account = await router.backend.account("84901234567")
         assert account.balance == 110_000
 

@@ -41,7 +41,10 @@ DATA_LIST = (
     "Goi Data:\n1. D15 15.000d/3 ngay\n2. D30 30.000d/7 ngay\n3. MAX90 90.000d/30 ngay\n"
     "4. MAX200 200.000d/30 ngay\n" + FOOTER
 )
-SUGGESTION = "Goi y: C90N (120GB, 1050 phut), 90.000d/thang. Tiet kiem 60.000d/thang so voi hien nay. Dang ky?"
+SUGGESTION = (  # C90N replaces the renewing MAX90: 90.000d a month against the 150.000d spent now
+    "Goi y: C90N (4GB/ngay, 1000 phut noi mang, 50 phut ngoai mang) thay cho MAX90: 90.000d/thang thay vi khoang "
+    "150.000d/thang, tiet kiem 60.000d/thang. Dang ky C90N va huy gia han MAX90?"
+)
 CYCLE_SCREEN = "Tu tao goi M090. Chon chu ky:\n1. Ngay\n2. Tuan\n3. Thang\n" + FOOTER
 
 ALICE = "84901234567"  # 200.000d, MAX90, two VAS, 1.250 points, not a member
@@ -135,7 +138,7 @@ class TestEntry:
         assert not screen.end
         assert screen.text == DATA_LIST
         detail = await phone.send("1")
-        assert detail.text.startswith("Goi D15: 3GB. Gia 15.000d/3 ngay")
+        assert detail.text.startswith("Goi D15: 3GB toc do cao trong 3 ngay. Gia 15.000d/3 ngay, tu gia han moi 3 ngay.")
 
     async def test_first_hop_inputs_in_each_dialect(self, gateway_client: Any) -> None:
         """Africa's Talking text "2*1" on a new session and JSON service_code "*090*2*1#" both open the data list."""
@@ -149,7 +152,7 @@ class TestEntry:
             "/ussd/africastalking",
             data={"sessionId": "at-first", "serviceCode": "*090#", "phoneNumber": ALICE, "text": "2*1*2"},
         )
-        assert (await response.text()).startswith("CON Goi D30: 7GB.")
+        assert (await response.text()).startswith("CON Goi D30: 7GB toc do cao trong 7 ngay.")
         response = await gateway_client.post(
             "/ussd",
             json={"session_id": "json-first", "msisdn": POOR, "service_code": "*090*2*1#", "event": "begin"},
@@ -180,7 +183,7 @@ class TestAccount:
         await open_menu(phone)
         confirm = await phone.walk("1", "1", "1", "1")
         assert confirm.text == (
-            f"Huy tu gia han goi MAX90? Goi van dung den {in_days(12)}.\n1. Dong y\n2. Huy\n" + FOOTER
+            f"Huy tu gia han goi MAX90? Goi van dung den {in_days(12)}.\n1. Dong y\n2. Khong\n" + FOOTER
         )
         done = await phone.send("1")
         assert done.end
@@ -189,17 +192,19 @@ class TestAccount:
         package = await phone.walk("1", "1", "1")
         assert "Tu gia han: Khong" in package.text
 
-    async def test_cancelling_again_says_it_does_not_renew(self, phone: Phone) -> None:
-        """A second cancellation ENDs saying the package does not renew."""
+    async def test_a_stopped_renewal_is_not_offered_again(self, phone: Phone) -> None:
+        """Once stopped, the package screen says "Tu gia han: Khong" and offers no "Huy gia han";
+        its one option goes back to the package list."""
         await open_menu(phone)
         assert (await phone.walk("1", "1", "1", "1", "1")).end
         await open_menu(phone)
-        again = await phone.walk("1", "1", "1", "1", "1")
-        assert again.end
-        assert again.text == "Goi MAX90 khong tu gia han, quy khach khong can huy."
+        package = await phone.walk("1", "1", "1")
+        assert package.text == f"MAX90: con 18GB\nHSD: {in_days(12)}\nTu gia han: Khong\n1. Goi cuoc dang dung\n" + FOOTER
+        assert "Huy gia han" not in package.text
+        assert (await phone.send("1")).text.startswith("Goi dang dung:\n1. MAX90 con 18GB")
 
     async def test_declining_the_cancellation_changes_nothing(self, phone: Phone) -> None:
-        """"2 Huy" on the confirmation returns to the account screen and the package still renews."""
+        """"2 Khong" (no) on the confirmation returns to the account screen and the package still renews."""
         await open_menu(phone)
         back = await phone.walk("1", "1", "1", "1", "2")
         assert back.text.startswith("TKC: 200.000d\n")
@@ -227,11 +232,14 @@ class TestBuy:
         """Buying D30 ENDs with the new balance; a repeated hop changes nothing; exactly one SMS is queued."""
         await open_menu(phone)
         detail = await phone.walk("2", "1", "2")
-        assert detail.text == "Goi D30: 7GB. Gia 30.000d/7 ngay, tu gia han. Dang ky?\n1. Dong y\n2. Huy\n" + FOOTER
+        assert detail.text == (
+            "Goi D30: 7GB toc do cao trong 7 ngay. Gia 30.000d/7 ngay, tu gia han moi 7 ngay. Dang ky?\n"
+            "1. Dong y\n2. Khong\n" + FOOTER
+        )
         done = await phone.send("1")
         assert done.end
         assert done.text == (
-            f"Dang ky thanh cong goi D30, HSD {in_days(7)}. TKC con 170.000d. "
+            f"Dang ky thanh cong goi D30, HSD {in_days(7)}, tu gia han moi 7 ngay. TKC con 170.000d. "
             "Tin nhan xac nhan se duoc gui toi quy khach."
         )
         assert await phone.repeat() == done
@@ -239,8 +247,9 @@ class TestBuy:
         queued = await gateway_of(phone).store.outbound_sms()
         assert len(queued) == 1
         assert queued[0].to == ALICE and queued[0].sender == "MobiFone"
-        assert queued[0].text == (
-            f"Quy khach da dang ky thanh cong goi D30, HSD {in_days(7)}. TKC con 170.000d. Chi tiet LH 9090."
+        assert queued[0].text == (  # price, validity, renewal and how to stop it, in one SMS
+            f"Da dang ky goi D30: 30.000d/7 ngay, tu gia han moi 7 ngay, HSD {in_days(7)}. "
+            "Huy gia han: HUY D30 gui 999. TKC 170.000d."
         )
 
     async def test_not_enough_balance_says_how_much_is_missing(self, phone: Phone) -> None:
@@ -253,17 +262,48 @@ class TestBuy:
         assert await balance_of(phone) == "TKC cua quy khach: 3.000d."
         assert await gateway_of(phone).store.outbound_sms() == []
 
-    async def test_suggestion_shows_a_package_and_the_monthly_saving(self, phone: Phone) -> None:
-        """"Goi y cho ban" suggests C90N at 90.000d a month, saving 60.000d on a 150.000d spend."""
+    async def test_accepting_the_suggestion_replaces_the_renewing_package(self, phone: Phone) -> None:
+        """"Goi y cho ban" suggests C90N instead of MAX90 (90.000d a month against the 150.000d spent);
+        accepting buys C90N once (200.000d - 90.000d), stops MAX90's renewal (still usable), and
+        queues one confirmation SMS."""
         await open_menu(phone)
-        screen = await phone.walk("2", "4")
-        assert not screen.end
-        assert screen.text == SUGGESTION + "\n1. Dong y\n2. Huy\n" + FOOTER
+        first = await phone.walk("2", "4")
+        assert not first.end
+        pages = await read_pages(phone, first)
+        assert page_words(pages) == (SUGGESTION + " 1. Dong y 2. Khong").split()
         done = await phone.send("1")
-        assert done.end and "goi C90N" in done.text and "TKC con 110.000d" in done.text
+        assert done.end
+        assert done.text == (
+            f"Dang ky thanh cong goi C90N, HSD {in_days(30)}, tu gia han moi 30 ngay. "
+            "Da huy gia han MAX90 (van dung den het han). TKC con 110.000d."
+        )
+        assert await phone.repeat() == done
+        assert await balance_of(phone) == "TKC cua quy khach: 110.000d."
+        await open_menu(phone)
+        packages = await phone.walk("1", "1")
+        assert packages.text == (
+            f"Goi dang dung:\n1. MAX90 con 18GB, HSD {in_days(12)}\n"
+            f"2. C90N con 120GB, 1.050 phut, HSD {in_days(30)}\n" + FOOTER
+        )
+        assert "Tu gia han: Khong" in (await phone.send("1")).text  # MAX90 replaced: no longer renews
+        await phone.send("0")
+        assert "Tu gia han: Co" in (await phone.send("2")).text  # C90N renews
+        [sms] = await gateway_of(phone).store.outbound_sms()
+        assert sms.text.startswith("Da dang ky goi C90N: 90.000d/30 ngay, tu gia han moi 30 ngay,")
+
+    async def test_declining_the_suggestion_keeps_everything(self, phone: Phone) -> None:
+        """"2 Khong" on the suggestion: back to the buy menu, MAX90 still renews, nothing debited."""
+        await open_menu(phone)
+        pages = await read_pages(phone, await phone.walk("2", "4"))
+        assert pages[-1].split("\n")[-3:] == ["1. Dong y", "2. Khong", FOOTER]
+        assert (await phone.send("2")).text == BUY_MENU
+        assert await balance_of(phone) == "TKC cua quy khach: 200.000d."
+        await open_menu(phone)
+        assert "Tu gia han: Co" in (await phone.walk("1", "1", "1")).text
+        assert await gateway_of(phone).store.outbound_sms() == []
 
     async def test_declining_on_confirm_debits_nothing(self, phone: Phone) -> None:
-        """"2 Huy" on a package's confirmation goes back to the buy menu and debits nothing."""
+        """"2 Khong" (no) on a package's confirmation goes back to the buy menu and debits nothing."""
         await open_menu(phone)
         back = await phone.walk("2", "1", "3", "2")
         assert back.text == BUY_MENU
@@ -280,7 +320,7 @@ async def to_name_screen(phone: Phone, cycle: str = "3", data: str = "2", sms: s
     return await phone.send(voice)
 
 
-NAME_PROMPT = "Tong: 70.000d/Thang\nDat ten cho goi (1-20 ky tu):\n" + FOOTER
+NAME_PROMPT = "Tong: 70.000d/thang\nDat ten cho goi (1-20 ky tu):\n" + FOOTER
 
 
 class TestBundle:
@@ -290,7 +330,7 @@ class TestBundle:
         assert (await phone.send("3")).text == CYCLE_SCREEN
         data = await phone.send("3")
         assert data.text == (
-            "Chon muc Data (Thang):\n1. Khong chon 0d\n2. 1GB 30.000d\n3. 5GB 70.000d\n4. 15GB 120.000d\n" + FOOTER
+            "Chon muc Data (theo thang):\n1. Khong chon 0d\n2. 1GB 30.000d\n3. 5GB 70.000d\n4. 15GB 120.000d\n" + FOOTER
         )
         sms = await phone.send("2")
         assert sms.text == "Tam tinh: 30.000d\nChon muc SMS:\n1. Khong chon 0d\n2. 20 SMS 10.000d\n3. 100 SMS 25.000d\n" + FOOTER
@@ -310,7 +350,7 @@ class TestBundle:
         voice = await phone.send("3")  # 100 SMS 8.000d
         assert voice.text.startswith("Tam tinh: 13.000d\nChon muc thoai:")
         name = await phone.send("1")
-        assert name.text.startswith("Tong: 13.000d/Ngay\n")
+        assert name.text.startswith("Tong: 13.000d/ngay\n")
 
     @pytest.mark.parametrize(
         ("name", "reason"),
@@ -334,7 +374,9 @@ class TestBundle:
         """A valid name (20 characters is the most) shows the choices, the total and "1. Mua 2. Thay doi"."""
         await to_name_screen(phone)
         review = await phone.send("A" * 20)
-        assert review.text == f"Goi {'A' * 20}: 1GB, 20 SMS, 30 phut/Thang. Tong 70.000d.\n1. Mua\n2. Thay doi\n" + FOOTER
+        assert review.text == (
+            f"Goi {'A' * 20}: 1GB, 20 SMS, 30 phut. Tong 70.000d/thang, tu gia han moi 30 ngay.\n1. Mua\n2. Thay doi\n" + FOOTER
+        )
 
     async def test_change_starts_over_and_back_leaves_the_service(self, phone: Phone) -> None:
         """"2 Thay doi" returns to the cycle choice; 0 there leaves for the main menu, not a stale review."""
@@ -352,7 +394,9 @@ class TestBundle:
         await phone.send("Lan Data")
         done = await phone.send("1")
         assert done.end
-        assert done.text == f"Dang ky thanh cong goi Lan Data, 70.000d/Thang, HSD {in_days(30)}. TKC con 130.000d."
+        assert done.text == (
+            f"Dang ky thanh cong goi Lan Data, 70.000d/thang, tu gia han moi 30 ngay, HSD {in_days(30)}. TKC con 130.000d."
+        )
         assert await phone.repeat() == done
         assert await balance_of(phone) == "TKC cua quy khach: 130.000d."
         await open_menu(phone)
@@ -375,7 +419,7 @@ class TestBundle:
         """3.000d cannot buy a 5.000d daily bundle: END with 2.000d missing, balance unchanged."""
         phone.msisdn = POOR
         name = await to_name_screen(phone, cycle="1", data="2", sms="1", voice="1")
-        assert name.text.startswith("Tong: 5.000d/Ngay\n")
+        assert name.text.startswith("Tong: 5.000d/ngay\n")
         await phone.send("Tiet kiem")
         poor = await phone.send("1")
         assert poor.end
@@ -446,7 +490,7 @@ class TestKndl:
         assert member.text == "KNDL hang Vang\nDiem: 52.000\n1. Doi diem\n" + FOOTER
         rewards = await phone.send("1")
         assert rewards.text == (
-            "Doi diem lay:\n1. Goi D15 (3GB/3 ngay) (1.500 diem)\n2. Goi C90N (30 ngay) (9.000 diem)\n"
+            "Doi diem lay:\n1. Goi D15 3 ngay (1.500 diem)\n2. Goi C90N 30 ngay (9.000 diem)\n"
             "3. 10.000d vao TKC (1.000 diem)\n4. 50.000d vao TKC (5.000 diem)\n" + FOOTER
         )
 
@@ -455,7 +499,7 @@ class TestKndl:
         phone.msisdn = GOLD
         await open_menu(phone)
         confirm = await phone.walk("4", "1", "3")
-        assert confirm.text == "Doi 1.000 diem lay 10.000d vao TKC?\n1. Dong y\n2. Huy\n" + FOOTER
+        assert confirm.text == "Doi 1.000 diem lay 10.000d vao TKC?\n1. Dong y\n2. Khong\n" + FOOTER
         done = await phone.send("1")
         assert done.end
         assert done.text == "Doi diem thanh cong: 10.000d vao TKC. Diem con lai: 51.000. TKC: 160.000d."
@@ -464,13 +508,29 @@ class TestKndl:
         await open_menu(phone)
         assert (await phone.send("4")).text.startswith("KNDL hang Vang\nDiem: 51.000\n")
 
+    async def test_a_package_for_points_says_it_renews_at_its_money_price(self, phone: Phone) -> None:
+        """R-C90N: the confirm screen says C90N renews at 90.000d/30 ngay from the main balance;
+        redeeming takes 9.000 points, no money, and C90N then renews (Tu gia han: Co)."""
+        phone.msisdn = GOLD
+        await open_menu(phone)
+        confirm = await phone.walk("4", "1", "2")
+        assert confirm.text == (
+            "Doi 9.000 diem lay goi C90N 30 ngay. Het han, goi tu gia han voi gia 90.000d/30 ngay, "
+            "tru vao TKC (khong tru diem). Doi diem?\n1. Dong y\n2. Khong\n" + FOOTER
+        )
+        done = await phone.send("1")
+        assert done.end
+        assert done.text == "Doi diem thanh cong: goi C90N 30 ngay. Diem con lai: 43.000. TKC: 150.000d."
+        await open_menu(phone)
+        assert "Tu gia han: Co" in (await phone.walk("1", "1", "1")).text
+
     async def test_not_enough_points(self, phone: Phone) -> None:
         """A new member with 1.250 points cannot take R-C90N (9.000): 7.750 missing, nothing deducted."""
         await register(phone)
         await open_menu(phone)
         poor = await phone.walk("4", "1", "2", "1")
         assert poor.end
-        assert poor.text == "Khong du diem de doi Goi C90N (30 ngay). Quy khach can them 7.750 diem."
+        assert poor.text == "Khong du diem de doi goi C90N 30 ngay. Quy khach can them 7.750 diem."
         await open_menu(phone)
         assert (await phone.send("4")).text.startswith("KNDL hang Than thiet\nDiem: 1.250\n")
         assert await balance_of(phone) == "TKC cua quy khach: 200.000d."
@@ -492,7 +552,7 @@ class TestVas:
         """Cancelling FunRing asks first, ENDs, and the list then shows only mClip."""
         await open_menu(phone)
         confirm = await phone.walk("5", "1")
-        assert confirm.text == "Huy dich vu Nhac cho FunRing (9.000d/thang)?\n1. Dong y\n2. Huy\n" + FOOTER
+        assert confirm.text == "Huy dich vu Nhac cho FunRing (9.000d/thang)?\n1. Dong y\n2. Khong\n" + FOOTER
         done = await phone.send("1")
         assert done.end
         assert done.text == "Da huy dich vu Nhac cho FunRing. Quy khach khong bi tru cuoc dich vu nay nua."
@@ -502,7 +562,7 @@ class TestVas:
         )
 
     async def test_declining_keeps_the_subscription(self, phone: Phone) -> None:
-        """"2 Huy" on the confirmation returns to the unchanged list."""
+        """"2 Khong" (no) on the confirmation returns to the unchanged list."""
         await open_menu(phone)
         assert (await phone.walk("5", "2", "2")).text == VAS_LIST
 
@@ -543,7 +603,7 @@ class TestFeedback:
         message = "Song yeu o quan 7, goi hay bi rot"
         thanks = await phone.walk("6", "3", message)
         assert thanks.end
-        assert thanks.text == "Cam on quy khach da gop y ve Chat luong mang. MobiFone se phan hoi som nhat."
+        assert thanks.text == "Cam on quy khach da gop y ve chat luong mang. MobiFone se phan hoi som nhat."
         [stored] = await gateway_of(phone).backend.list_feedback()
         assert (stored.msisdn, stored.topic, stored.message) == (ALICE, "network", message)
 
@@ -551,7 +611,7 @@ class TestFeedback:
         """Exactly 160 characters is within the limit."""
         await open_menu(phone)
         thanks = await phone.walk("6", "4", "y" * 160)
-        assert thanks.end and thanks.text.startswith("Cam on quy khach da gop y ve Y kien khac.")
+        assert thanks.end and thanks.text.startswith("Cam on quy khach da gop y ve y kien khac.")
         [stored] = await gateway_of(phone).backend.list_feedback()
         assert stored.topic == "other" and stored.message == "y" * 160
 
@@ -568,16 +628,34 @@ class TestLanguage:
         assert await balance_of(phone) == "Your main balance: 200,000 VND."
 
     async def test_vietnamese_with_diacritics(self, phone: Phone) -> None:
-        """vi_dau shows diacritics ("Tra cứu tài khoản") from the next dialogue on; back to vi works too."""
+        """vi_dau shows diacritics from the next dialogue on, the main menu on two pages (option 1
+        is "Tài khoản": "Tra cứu tài khoản" would take three); back to vi works too."""
         await open_menu(phone)
         assert (await phone.walk("7", "2")) == Screen("Đã chuyển sang Tiếng Việt có dấu.", True)
         home = await phone.dial("*090#")
-        assert "1. Tra cứu tài khoản" in home.text
+        assert home.text == "MobiFone *090#\n1. Tài khoản\n2. Mua gói cước\n3. Tự tạo gói M090\n98.Xem thêm"
         assert home.text.endswith("\n98.Xem thêm")  # UCS-2: 80 characters a screen, so paged
         assert fits(home.text, ScreenBudget())
         back = await phone.walk("7", "1")  # an option works from any page of its screen
         assert back == Screen("Da chuyen sang Tieng Viet khong dau.", True)
         assert (await phone.dial("*090#")).text == MAIN_MENU
+
+    async def test_a_long_vi_dau_end_pages_rather_than_drop(self, phone: Phone) -> None:
+        """vi_dau: buying D30 ENDs with everything vi says (renewal, balance, the SMS notice) on
+        two UCS-2 pages: page 1 is a CON with "98.Xem thêm" (another key shows it again), the
+        last page ENDs; the purchase is made once."""
+        await open_menu(phone)
+        await phone.walk("7", "2")
+        await phone.dial("*090#")
+        confirm = await phone.walk("2", "1", "2")
+        assert confirm.text.startswith("Gói D30: 7GB tốc độ cao trong 7 ngày.\n98.Xem thêm\n")  # a whole sentence
+        first = await phone.send("1")
+        assert first == Screen(f"Đăng ký thành công gói D30, HSD {in_days(7)}, tự gia hạn mỗi 7 ngày.\n98.Xem thêm", False)
+        assert await phone.send("5") == first
+        last = await phone.send("98")
+        assert last == Screen("TKC còn 170.000đ. Tin nhắn xác nhận sẽ được gửi tới quý khách.", True)
+        assert len(await gateway_of(phone).store.outbound_sms()) == 1
+        assert fits(first.text, ScreenBudget()) and fits(last.text, ScreenBudget())
 
     async def test_json_language_field_sets_and_remembers(self, gateway_client: Any) -> None:
         """The JSON dialect's `language` field switches the dialogue, and is remembered."""
@@ -652,8 +730,9 @@ class TestNavigation:
         assert len(pages) >= 2
         assert all(fits(page, budget) for page in pages), pages
         assert all(page.endswith(FOOTER) for page in pages)
-        assert page_words(pages) == (SUGGESTION + " 1. Dong y 2. Huy").split()
-        assert (await phone.send("0")).text == pages[-2]
+        assert page_words(pages) == (SUGGESTION + " 1. Dong y 2. Khong").split()
+        for page in reversed(pages[:-1]):  # 0 walks back page by page, then leaves the screen
+            assert (await phone.send("0")).text == page
         assert (await phone.send("0")).text.startswith("Mua goi cuoc\n")
 
     async def test_invalid_option_on_a_later_page_shows_the_reason(self, phone_with: PhoneFactory) -> None:
@@ -661,9 +740,14 @@ class TestNavigation:
         phone = await phone_with(screen={"gsm7_limit": 90})
         await phone.dial("*090#")
         await phone.send("98")
+        plain = await phone.send("0")
         wrong = await phone.send("9")
-        assert wrong.text.startswith(INVALID + "\nMobiFone *090#\n")
         assert fits(wrong.text, ScreenBudget(gsm7=90))
+        # The reason heads page 1 in place of the heading "MobiFone *090#" (seen a moment ago),
+        # so it pushes no choice off page 1.
+        assert wrong.text.startswith(INVALID + "\n1. Tra cuu tai khoan\n")
+        choices = [line for line in plain.text.split("\n") if line[:1].isdigit() and ". " in line]
+        assert [line for line in wrong.text.split("\n") if line[:1].isdigit() and ". " in line] == choices
 
 
 # ---- resume ---------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class TestUssdOverSmpp:
         dialogue, _ = await rig.dial()
         await rig.walk(dialogue, "7", "2")
         _d, screen = await rig.dial()
-        assert "Tra cứu tài khoản" in screen.text
+        assert "1. Tài khoản\n2. Mua gói cước" in screen.text
         assert screen.pdu.fields["data_coding"] == 8
 
     async def test_resent_deliver_is_answered_once(self, rig: Rig) -> None:

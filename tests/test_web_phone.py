@@ -295,8 +295,8 @@ def test_buy_d15_through_the_dialog_and_see_the_confirmation_sms(page: Page) -> 
     # The purchase confirmation SMS, queued for the subscriber, lands in the inbox.
     page.until(lambda: page.text("unread") == "1", "the unread badge")
     page.open_messages()
-    page.until(lambda: "Quy khach da dang ky thanh cong goi D15" in page.inbox(), "the confirmation SMS")
-    assert "185.000d" in page.inbox() and "From MobiFone (queued)" in page.inbox()
+    page.until(lambda: "Da dang ky goi D15: 15.000d/3 ngay, tu gia han moi 3 ngay" in page.inbox(), "the confirmation SMS")
+    assert "Huy gia han: HUY D15 gui 999. TKC 185.000d." in page.inbox() and "From MobiFone (queued)" in page.inbox()
     # Polling again later does not add it twice.
     page.el("inbox-refresh").click()
     page.until(lambda: "0 new" in page.d.find_elements(page.By.CSS_SELECTOR, "#trace li")[-1].text, "the refresh")
@@ -344,7 +344,7 @@ def test_sms_to_a_short_code_and_the_reply(page: Page) -> None:
     text.send_keys(page.Keys.ENTER)
     page.until(lambda: "From 999" in page.inbox(), "the second reply")
     assert "<b id=x>KT</b>" in page.inbox()
-    assert "Ma goi <B khong dung" in page.inbox()  # the server's echo, as text too
+    assert "Ma goi <B ID=X>KT</B> khong dung" in page.inbox()  # the server's echo (the whole typo), as text too
     assert not page.d.find_elements(page.By.CSS_SELECTOR, "#inbox b, #x")
 
 

@@ -7,8 +7,9 @@ construction, and the tests run every behaviour against both.
 
 Choices the port leaves open:
 - Buying a package that is already active *extends* it: the new period starts when the
-  current one ends (or today, if that is later), the package's allowances are added to
-  what is left, and auto-renewal is switched back on. Nothing is forfeited.
+  current one ends (or today, if that is later) and the package's allowances are added
+  to what is left. Nothing is forfeited. Its auto-renewal stays as the subscriber set
+  it: buying again never silently turns a stopped renewal back on.
 - Buying earns no loyalty points (the real operator credits points monthly, off-line).
 - Redeeming as a non-member of KNDL answers `unknown`, as for a reward that does not
   exist: there is no reward for this subscriber. The menus only offer redemption to
@@ -61,7 +62,6 @@ def _activate(account: Account, package: Package, today: date) -> tuple[Account,
             active = replace(
                 current,
                 expires=(start + timedelta(days=package.validity_days)).isoformat(),
-                auto_renew=True,
                 data_left_mb=current.data_left_mb + package.data_mb,
                 voice_left_min=current.voice_left_min + package.voice_min,
                 sms_left=current.sms_left + package.sms,

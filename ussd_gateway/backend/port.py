@@ -38,6 +38,13 @@ class Package:
     sms: int = 0
     summary: str = ""
     """One short line (GSM-7 safe) describing the allowance, e.g. `4GB/ngay, 1000 phut noi mang`."""
+    descriptions: dict[str, str] = field(default_factory=dict)
+    """The catalogue's own description per language (`vi`, `vi_dau`, `en`); `summary`
+    stands in for a language that is missing."""
+
+    def description(self, lang: str) -> str:
+        """The catalogue's description in `lang`, else `summary`, else ""."""
+        return self.descriptions.get(lang) or self.descriptions.get("vi") or self.summary
 
 
 @dataclass(frozen=True, slots=True)

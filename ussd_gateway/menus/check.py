@@ -1,8 +1,9 @@
 """`ussd-gateway menus check`: everything `load_menus` checks (unknown targets,
 unreachable screens, dead ends, missing translations), plus the screen budget: every
 screen rendered in every language at the longest data the demo catalogue can produce.
-An END screen cannot carry paging controls, so it must fit one screen; a screen marked
-`pageable = false` likewise. Pageable screens are paged, and each page must fit.
+An END screen must fit one screen unless it says `pageable = true` (then its pages but
+the last are CONs with "98"); a screen marked `pageable = false` must fit likewise.
+Pageable screens are paged, and each page must fit.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _longest(values: list[Any]) -> Any:
 def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = None) -> dict[str, Any]:
     """Session variables holding, field by field, the longest value the demo data can
     put there (a safe over-approximation of any one subscriber's screen)."""
-    from ussd_gateway.services.actions import FEEDBACK_TOPICS, account_view, active_view, package_view
+    from ussd_gateway.services.actions import FEEDBACK_TOPICS, account_view, active_view, package_view, reward_view, topic_view
     from ussd_gateway.backend import load_demo_data
     from ussd_gateway.backend.port import Account, ActivePackage, Kndl, VasSubscription
 
@@ -76,35 +77,50 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
     most_prices = max(sum(l.prices[c] for l in levels) for levels in (catalogue.bundle_data, catalogue.bundle_sms, catalogue.bundle_voice) for c in ("day", "week", "month"))
     bundle_total = sum(max(max(l.prices.values()) for l in levels) for levels in (catalogue.bundle_data, catalogue.bundle_sms, catalogue.bundle_voice))
 
-    def levels(table: Any) -> list[dict[str, Any]]:
-        return [{"index": i, "label": words("none_word") if l.amount == 0 else l.label, "price": max(l.prices.values())} for i, l in enumerate(table)]
+    def levels(table: Any, part: str) -> list[dict[str, Any]]:
+        return [
+            {"index": i, "label": words("none_word") if l.amount == 0 else l.label,
+             "name": words("none_" + part) if l.amount == 0 else l.label, "price": max(l.prices.values())}
+            for i, l in enumerate(table)
+        ]
 
-    level_tables = {"data": levels(catalogue.bundle_data), "sms": levels(catalogue.bundle_sms), "voice": levels(catalogue.bundle_voice)}
-    cycles = [{"code": c, "label": words("cycle_" + c)} for c in ("day", "week", "month")]
-    rewards = [{"code": r.code, "name": r.name, "points": r.points} for r in catalogue.rewards]
+    level_tables = {"data": levels(catalogue.bundle_data, "data"), "sms": levels(catalogue.bundle_sms, "sms"), "voice": levels(catalogue.bundle_voice, "voice")}
+    cycles = [
+        {"code": c, "label": words("cycle_" + c), "per": words("per_" + c),
+         "renewal": words("renew_daily") if days == 1 else words("renew_every", {"days": days})}
+        for c, days in (("day", 1), ("week", 7), ("month", 30))
+    ]
+    rewards = [{**reward_view(ctx, r, catalogue, {}), "points": most_points} for r in catalogue.rewards]
     highest_price = max(p.price for p in catalogue.packages)
     return {
         "account": account,
         "packages": max(categories.values(), key=len),
         "category_label": _longest([words("category_" + c) for c in categories]),
         "pkg": {**widest_package, **widest_active},
-        "suggestion": {"monthly_cost": highest_price * 10, "saving": biggest_balance, "spend": biggest_balance},
-        "purchase": {"balance": biggest_balance, "missing": max(highest_price, bundle_total, most_prices), "expires": LONGEST_DATE, "code": "W" * 20},
+        "suggestion": {
+            "monthly_cost": highest_price * 10, "saving": biggest_balance, "spend": biggest_balance,
+            "replaces": ", ".join(p.name for p in catalogue.packages[:2]), "replace_codes": [],
+        },
+        "purchase": {
+            "balance": biggest_balance, "missing": max(highest_price, bundle_total, most_prices), "expires": LONGEST_DATE, "code": "W" * 20,
+            "price": max(highest_price, bundle_total), "days": 30, "renews": True,
+            "renewal": _longest([words("renew_every", {"days": 30}), words("renew_daily"), words("renew_off")]),
+        },
         "cycles": cycles,
         "cycle": _longest(cycles),
         "levels": level_tables,
-        "data_level": max(level_tables["data"], key=lambda l: len(l["label"])),
-        "sms_level": max(level_tables["sms"], key=lambda l: len(l["label"])),
-        "voice_level": max(level_tables["voice"], key=lambda l: len(l["label"])),
+        "data_level": max(level_tables["data"], key=lambda l: len(l["name"])),
+        "sms_level": max(level_tables["sms"], key=lambda l: len(l["name"])),
+        "voice_level": max(level_tables["voice"], key=lambda l: len(l["name"])),
         "bundle": {"total": bundle_total},
         "bundle_name": "W" * 20,
         "kndl": {"minutes": 999, "short_code": "99999"},
         "rewards": rewards,
-        "reward": max(rewards, key=lambda r: len(r["name"])) if rewards else {},
+        "reward": max(rewards, key=lambda r: len(r["name"]) + len(r["renewal_note"])) if rewards else {},
         "redeem": {"points": most_points, "missing": most_points, "balance": biggest_balance},
         "svc": widest_vas,
-        "topics": [{"code": t, "label": words("topic_" + t)} for t in FEEDBACK_TOPICS],
-        "topic": _longest([{"code": t, "label": words("topic_" + t)} for t in FEEDBACK_TOPICS]),
+        "topics": [topic_view(words, t) for t in FEEDBACK_TOPICS],
+        "topic": _longest([topic_view(words, t) for t in FEEDBACK_TOPICS]),
         "feedback_message": "W" * 160,
     }
 
@@ -149,7 +165,7 @@ def check_screen_budget(menus: MenuSet, budget: ScreenBudget, demo_data: Path | 
         pages = engine.paginate_screen(screen, variables, lang, has_footer=screen.kind != "end")
         if len(pages) > 1 and not screen.pageable:
             used, limit, encoding = screen_cost("\n".join(engine.screen_lines(screen, variables, lang)), budget)
-            what = "an END screen cannot page" if screen.kind == "end" else "it is marked pageable = false"
+            what = "an END screen cannot page unless it says pageable = true" if screen.kind == "end" else "it is marked pageable = false"
             problems.append(
                 f"{screen.qualified} ({lang}): renders {used}/{limit} {encoding} at the longest demo data; {what}. Shorten the text."
             )

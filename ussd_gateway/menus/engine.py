@@ -11,6 +11,7 @@ screen on the back stack), `00` the main menu, `98` the next page of a long scre
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,14 @@ idempotency keys). Returns the outcome name."""
 class Step:
     reply: Reply
     lang_changed: str | None = None
+
+
+_CHOICE = re.compile(r"^\d+\. ", re.MULTILINE)
+
+
+def _choices(page: str) -> int:
+    """How many numbered choices (`1. …`) a page shows."""
+    return len(_CHOICE.findall(page))
 
 
 class Engine:
@@ -123,7 +132,7 @@ class Engine:
         remaining = list(inputs)
         while remaining:
             screen = self._current(record)
-            if screen is not None and screen.kind == "end":
+            if screen is not None and screen.kind == "end" and not self._pages_on(record, remaining[0]):
                 break  # the dialogue is over: later inputs of a shortcut have no screen
             if screen is not None and screen.kind == "input" and len(remaining) > 1:
                 # A free-text answer may itself contain `*` (the gateway joins with it).
@@ -132,6 +141,14 @@ class Engine:
         reply = self.render(record)
         return reply, record.lang if record.lang != lang_before else None
 
+    def _pages_on(self, record: SessionRecord, value: str) -> bool:
+        """Whether `value` turns a page of the END screen the record is on (98 to a
+        next page, 0 back to an earlier one)."""
+        value = value.strip()
+        if value == "0":
+            return record.page > 0
+        return value == "98" and record.page < len(self._pages(record)) - 1
+
     def _current(self, record: SessionRecord) -> Screen | None:
         if record.screen == RESUME_SCREEN:
             return None
@@ -139,13 +156,22 @@ class Engine:
 
     async def _step(self, record: SessionRecord, value: str, action_no: list[int]) -> None:
         value = value.strip()
-        record.error = ""
+        # The error line stays while the subscriber pages with 98/0 (it is part of the
+        # page layout: dropping it would shift every page and skip an item).
+        paging = value == "98" or (value == "0" and record.page > 0)
+        if not paging:
+            record.error = ""
         if record.screen == RESUME_SCREEN:
             await self._answer_resume(record, value, action_no)
             return
         screen = self.menus.screen(f"{record.menu}:{record.screen}")
         if screen.kind == "end":
-            return  # the dialogue is over; show the END screen again
+            # The dialogue is over. A long END (`pageable = true`) still pages: every
+            # page but the last is a CON with "98", the last one ENDs; anything else
+            # shows the same page again.
+            if self._pages_on(record, value):
+                record.page += 1 if value == "98" else -1
+            return
         # Rendered only for "98": the current screen's pages are not needed otherwise.
         if value == "98" and record.page < len(self._pages(record)) - 1:
             record.page += 1
@@ -308,7 +334,17 @@ class Engine:
         self, screen: Screen, variables: Mapping[str, Any], lang: str, *, has_footer: bool, error: str = ""
     ) -> list[str]:
         lines = self.screen_lines(screen, variables, lang)
-        if error:
-            lines.insert(0, error)
         footer = [self.system_text("back", lang) + " " + self.system_text("home", lang)] if has_footer else []
-        return paginate(lines, self.budget, more_line=self.system_text("more", lang), footer_lines=footer)
+        more = self.system_text("more", lang)
+        if not error:
+            return paginate(lines, self.budget, more_line=more, footer_lines=footer)
+        pages = paginate([error, *lines], self.budget, more_line=more, footer_lines=footer)
+        if screen.kind in ("list", "menu") and screen.text is not None:
+            # An error line must not push the choices off page 1 (UCS-2 pages are small,
+            # and a page with the error and the heading alone hid the first item): if it
+            # would, it stands in for the heading, which the subscriber saw a moment ago.
+            heading = len(screen.text.render(variables, lang).split("\n"))
+            plain = paginate(lines, self.budget, more_line=more, footer_lines=footer)
+            if len(lines) > heading and (_choices(pages[0]) < _choices(plain[0]) or len(pages) > len(plain)):
+                pages = paginate([error, *lines[heading:]], self.budget, more_line=more, footer_lines=footer)
+        return pages

@@ -201,6 +201,23 @@ def _render(bodies: list[list[str]], budget: ScreenBudget, more_line: str, foote
     return [*pages, "\n".join([*bodies[-1], more_line, *footer]), "\n".join(footer)]
 
 
+# Where a wrapped sentence reads best when cut: after a sentence ("ngày. Giá"), else
+# after a clause ("30.000đ/7 ngày, tự gia hạn"), rather than mid-phrase ("Giá | 30.000đ").
+_SENTENCE_END = re.compile(r"(?<=[.?!:;]) ")
+_CLAUSE_END = re.compile(r"(?<=,) ")
+
+
+def _phrase_cut(head: str, cut: int) -> int:
+    """The cut to make in `head`, given `cut`, the longest whole-word prefix that fits:
+    the last sentence end, else clause end, at or before it, as long as the page keeps
+    at least half of that prefix (a page is not left nearly empty for a phrase)."""
+    for boundary in (_SENTENCE_END, _CLAUSE_END):
+        ends = [m.start() for m in boundary.finditer(head, 0, cut + 1) if m.start() <= cut]
+        if ends and ends[-1] * 2 >= cut:
+            return ends[-1]
+    return cut
+
+
 class _Packer:
     """Greedy page filler. `todo` holds the lines still to place; its head may be the
     unplaced tail of a line that was wrapped across pages."""
@@ -243,10 +260,12 @@ class _Packer:
             self._wrap_head()
 
     def _wrap_head(self) -> None:
-        """Put as many whole words of the head line as fit on the current page."""
+        """Put as many whole words of the head line as fit on the current page, ending
+        the page at a phrase where one is near (see `_phrase_cut`)."""
         head = self._todo[0]
         cut = self._longest_fitting(head, (m.start() for m in _WORD_END.finditer(head)))
         if cut is not None:
+            cut = _phrase_cut(head, cut)
             self._current.append(head[:cut])
             self._replace_head(head[cut:].lstrip(" "))
             self._flush()

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ussd_gateway.core.errors import DependencyDown
-from ussd_gateway.core.formats import LANGUAGES, data_size
+from ussd_gateway.core.formats import LANGUAGES, data_size, number
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
@@ -29,9 +29,11 @@ from ussd_gateway.backend.port import (
     Account,
     ActivePackage,
     BundleChoice,
+    Catalogue,
     Confirm,
     Feedback,
     Package,
+    Reward,
     PurchaseResult,
     SubscriberBackend,
 )
@@ -77,21 +79,40 @@ def action(func: Action) -> Action:
 
 # ---- shaping backend data for screens -------------------------------------------------
 def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: int) -> str:
-    """`4GB, 1000 phut, 50 SMS` in the subscriber's language."""
+    """`4GB, 1.050 phut, 50 SMS` in the subscriber's language: counts grouped as the
+    language writes numbers (`1.050` vi, `1,050` en), like points and money."""
     parts: list[str] = []
     if data_mb:
         parts.append(data_size(data_mb, ctx.lang))
     if voice_min:
-        parts.append(f"{voice_min} {ctx.word('unit_min')}")
+        parts.append(f"{number(voice_min, ctx.lang)} {ctx.word('unit_min')}")
     if sms:
-        parts.append(f"{sms} SMS")
+        parts.append(f"{number(sms, ctx.lang)} SMS")
     return ", ".join(parts) or "-"
 
 
-def package_view(ctx: ActionContext, package: Package) -> dict[str, Any]:
+def renewal_text(ctx: ActionContext, price: int, days: int, renews: bool = True) -> str:
+    """How and when a package renews: `tu gia han 15.000d moi 3 ngay`, `... moi ngay`,
+    or `khong tu gia han` when its renewal is off."""
+    if not renews:
+        return ctx.word("renew_off")
+    return ctx.word("renew_daily" if days == 1 else "renew_every", {"price": price, "days": days})
+
+
+def package_view(ctx: ActionContext, package: Package, *, renews: bool = True) -> dict[str, Any]:
+    """A catalogue package for screens: `desc` is the catalogue's own description (the
+    allowance sums only when the catalogue has none), `renewal` how it renews."""
     view = dataclasses.asdict(package)
-    view["desc"] = describe_allowance(ctx, package.data_mb, package.voice_min, package.sms)
+    view["desc"] = package.description(ctx.lang) or describe_allowance(ctx, package.data_mb, package.voice_min, package.sms)
+    view["renews"] = renews
+    view["renewal"] = renewal_text(ctx, package.price, package.validity_days, renews)
     return view
+
+
+def held_renewal(account: Account) -> dict[str, bool]:
+    """Code (upper case) -> whether it renews, for the packages the subscriber holds.
+    Buying a held package again extends it and keeps its renewal setting."""
+    return {p.code.upper(): p.auto_renew for p in account.packages if p.kind == "package"}
 
 
 def active_view(ctx: ActionContext, active: ActivePackage) -> dict[str, Any]:
@@ -148,40 +169,69 @@ async def list_packages(ctx: ActionContext) -> str:
     """The packages of `args.category` into `packages`; outcomes ok, empty."""
     catalogue = await ctx.backend.catalogue()
     packages = catalogue.in_category(str(_arg(ctx, "category")))
-    ctx.vars["packages"] = [package_view(ctx, p) for p in packages]
+    held = held_renewal(await ctx.backend.account(ctx.msisdn))
+    ctx.vars["packages"] = [package_view(ctx, p, renews=held.get(p.code.upper(), True)) for p in packages]
     ctx.vars["category_label"] = ctx.word("category_" + str(ctx.args["category"]))
     return "ok" if packages else "empty"
 
 
 @action
 async def suggest_package(ctx: ActionContext) -> str:
-    """The best package for the subscriber's usage into `pkg` and `suggestion`;
-    outcomes saving (it costs less than today), ok (it does not), none."""
+    """The package that lowers the subscriber's monthly bill into `pkg` and `suggestion`
+    (`services/advice.py`); outcomes replace (it replaces renewing packages, whose
+    renewal the purchase then stops: `suggestion.replaces`), saving, none (nothing
+    saves money: `suggestion.spend` says what they pay)."""
     catalogue = await ctx.backend.catalogue()
     usage = await ctx.backend.usage_profile(ctx.msisdn)
-    found = suggest(catalogue.packages, usage)
+    account = await ctx.backend.account(ctx.msisdn)
+    found = suggest(catalogue.packages, usage, account.packages)
+    ctx.vars["suggestion"] = {"spend": usage.monthly_spend, "monthly_cost": 0, "saving": 0, "replaces": "", "replace_codes": []}
     if found is None:
         return "none"
     ctx.vars["pkg"] = package_view(ctx, found.package)
-    ctx.vars["suggestion"] = {"monthly_cost": found.monthly_cost, "saving": found.saving, "spend": usage.monthly_spend}
-    return "saving" if found.saving > 0 else "ok"
+    ctx.vars["suggestion"].update(
+        monthly_cost=found.monthly_cost, saving=found.saving,
+        replaces=", ".join(p.name for p in found.replaces), replace_codes=[p.code for p in found.replaces],
+    )
+    return "replace" if found.replaces else "saving"
 
 
-def _purchase_view(result: PurchaseResult, code: str) -> dict[str, Any]:
-    return {
+@action
+async def stop_replaced(ctx: ActionContext) -> str:
+    """After a suggested purchase: stop the renewal of the packages it replaces
+    (`suggestion.replace_codes`), so the subscriber does not pay for both."""
+    for code in ctx.vars.get("suggestion", {}).get("replace_codes", []):
+        result = await ctx.backend.cancel_renewal(ctx.msisdn, str(code))
+        ctx.vars["account"] = account_view(ctx, result.account)
+    return "ok"
+
+
+def _purchase_view(ctx: ActionContext, result: PurchaseResult, code: str, shown: tuple[int, int] | None) -> dict[str, Any]:
+    """A purchase's outcome for the next screens and the SMS (`purchase`: status,
+    balance, missing, expires, code, and price, days, renewal as the confirm screen
+    showed them: `shown` = (price, days), else the package `pkg`)."""
+    view: dict[str, Any] = {
         "status": result.status,
         "balance": result.balance,
         "missing": result.missing,
         "expires": result.package.expires if result.package else "",
         "code": code,
     }
+    pkg = ctx.vars.get("pkg") or {}
+    if shown is None and pkg.get("code") == code:  # the price and period the screen showed
+        shown = (int(pkg["price"]), int(pkg["validity_days"]))
+    if result.package is not None and shown is not None:
+        (price, days), renews = shown, result.package.auto_renew
+        view.update(price=price, days=days, renews=renews, renewal=renewal_text(ctx, price, days, renews))
+    return view
 
 
-def _confirmation(ctx: ActionContext, code: str) -> Confirm:
+def _confirmation(ctx: ActionContext, code: str, shown: tuple[int, int] | None) -> Confirm:
     """The confirmation SMS of a successful purchase, rendered from its result."""
 
     def confirm(result: PurchaseResult) -> OutboundSms:
-        text = ctx.word("sms_purchase", {**_purchase_view(result, code), "hotline": ctx.settings.hotline})
+        view = _purchase_view(ctx, result, code, shown)
+        text = ctx.word("sms_purchase", {**view, "hotline": ctx.settings.hotline})
         return OutboundSms(to=ctx.msisdn, sender=ctx.settings.sms_sender, text=text, dedupe_key=ctx.idempotency_key)
 
     return confirm
@@ -207,12 +257,14 @@ async def _queue_confirmation(ctx: ActionContext, sms: OutboundSms) -> None:
             await asyncio.sleep(ENQUEUE_PAUSE_S * (attempt + 1))
 
 
-async def _buy(ctx: ActionContext, code: str, call: Callable[[Confirm], Awaitable[PurchaseResult]]) -> str:
+async def _buy(
+    ctx: ActionContext, code: str, call: Callable[[Confirm], Awaitable[PurchaseResult]], shown: tuple[int, int] | None = None
+) -> str:
     """A purchase or a bundle: the debit, the view for the next screens and, on ok,
     the confirmation SMS, queued exactly once per debit."""
-    confirm = _confirmation(ctx, code)
+    confirm = _confirmation(ctx, code, shown)
     result = await call(confirm)
-    ctx.vars["purchase"] = _purchase_view(result, code)
+    ctx.vars["purchase"] = _purchase_view(ctx, result, code, shown)
     if result.status == "ok" and not getattr(ctx.backend, "queues_confirmations", False):
         await _queue_confirmation(ctx, confirm(result))
     return result.status
@@ -230,7 +282,11 @@ async def purchase(ctx: ActionContext) -> str:
 @action
 async def bundle_cycles(ctx: ActionContext) -> str:
     """The cycles on offer into `cycles`."""
-    ctx.vars["cycles"] = [{"code": c, "label": ctx.word("cycle_" + c)} for c in CYCLE_DAYS]
+    # `label` heads a list item (`Ngay`); `per` goes mid-sentence (`10.000d/ngay`).
+    ctx.vars["cycles"] = [
+        {"code": c, "label": ctx.word("cycle_" + c), "per": ctx.word("per_" + c), "renewal": renewal_text(ctx, 0, days)}
+        for c, days in CYCLE_DAYS.items()
+    ]
     ctx.vars["bundle"] = {"total": 0}
     for stale in ("data_level", "sms_level", "voice_level", "bundle_name"):
         ctx.vars.pop(stale, None)
@@ -249,18 +305,21 @@ async def bundle_levels(ctx: ActionContext) -> str:
     catalogue = await ctx.backend.catalogue()
     cycle = ctx.vars["cycle"]["code"]
 
-    def table(levels: Any, label: Callable[[int], str]) -> list[dict[str, Any]]:
+    def table(levels: Any, label: Callable[[int], str], part: str) -> list[dict[str, Any]]:
+        # `label` is a list item ("Khong chon"); `name` goes mid-sentence on the review
+        # ("Goi Lan: 1GB, khong SMS, 30 phut"), saying which part is left out.
         return [
-            {"index": i, "label": ctx.word("none_word") if lv.amount == 0 else label(lv.amount), "price": lv.prices[cycle]}
+            {"index": i, "label": ctx.word("none_word") if lv.amount == 0 else label(lv.amount),
+             "name": ctx.word("none_" + part) if lv.amount == 0 else label(lv.amount), "price": lv.prices[cycle]}
             for i, lv in enumerate(levels)
         ]
 
     # Labels are made from the amounts in the subscriber's language (the catalogue's
     # own labels are Vietnamese only).
     ctx.vars["levels"] = {
-        "data": table(catalogue.bundle_data, lambda mb: describe_allowance(ctx, mb, 0, 0)),
-        "sms": table(catalogue.bundle_sms, lambda n: describe_allowance(ctx, 0, 0, n)),
-        "voice": table(catalogue.bundle_voice, lambda minutes: describe_allowance(ctx, 0, minutes, 0)),
+        "data": table(catalogue.bundle_data, lambda mb: describe_allowance(ctx, mb, 0, 0), "data"),
+        "sms": table(catalogue.bundle_sms, lambda n: describe_allowance(ctx, 0, 0, n), "sms"),
+        "voice": table(catalogue.bundle_voice, lambda minutes: describe_allowance(ctx, 0, minutes, 0), "voice"),
     }
     return "ok"
 
@@ -290,8 +349,9 @@ async def buy_bundle(ctx: ActionContext) -> str:
         cycle=ctx.vars["cycle"]["code"],
         name=str(ctx.vars["bundle_name"]).strip(),
     )
+    shown = (int(ctx.vars["bundle"]["total"]), CYCLE_DAYS[choice.cycle])  # what the review screen showed
     return await _buy(
-        ctx, choice.name, lambda confirm: ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key, confirm)
+        ctx, choice.name, lambda confirm: ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key, confirm), shown
     )
 
 
@@ -329,11 +389,30 @@ async def kndl_confirm_join(ctx: ActionContext) -> str:
     return "ok" if result.status == "ok" else "already"
 
 
+def reward_view(ctx: Any, reward: Reward, catalogue: Catalogue, held: Mapping[str, bool]) -> dict[str, Any]:
+    """A reward for screens, in the subscriber's language: `label` heads a list item,
+    `name` goes mid-sentence. A package reward also carries its `package` (code, money
+    price, days) and `renewal_note`: it renews like a bought package, at its money price from
+    the main balance (or not, when the subscriber stopped its renewal: `held`)."""
+    view = dataclasses.asdict(reward)
+    package = catalogue.package(reward.package_code or "") if reward.kind == "package" else None
+    if package is not None:
+        renews = held.get(package.code.upper(), True)
+        facts = {"code": package.code, "days": package.validity_days, "price": package.price}
+        view.update(package=facts, name=ctx.word("reward_package", facts), renews=renews,
+                    renewal_note=ctx.word("reward_renews" if renews else "reward_no_renew", facts))
+    else:
+        view.update(name=ctx.word("reward_credit", {"credit": reward.credit}), renewal_note="")
+    view["label"] = view["name"][:1].upper() + view["name"][1:]
+    return view
+
+
 @action
 async def list_rewards(ctx: ActionContext) -> str:
-    """The rewards on offer into `rewards`."""
+    """The rewards on offer into `rewards` (`reward_view`)."""
     catalogue = await ctx.backend.catalogue()
-    ctx.vars["rewards"] = [dataclasses.asdict(r) for r in catalogue.rewards]
+    held = held_renewal(await ctx.backend.account(ctx.msisdn))
+    ctx.vars["rewards"] = [reward_view(ctx, r, catalogue, held) for r in catalogue.rewards]
     return "ok" if catalogue.rewards else "empty"
 
 
@@ -366,10 +445,17 @@ async def cancel_vas(ctx: ActionContext) -> str:
 FEEDBACK_TOPICS = ("care", "products", "network", "other")
 
 
+def topic_view(word: Words, code: str) -> dict[str, str]:
+    """A feedback topic: `label` heads a list item (`Chat luong mang`), `about` goes
+    mid-sentence (`gop y ve chat luong mang`): no capital inside a sentence."""
+    label = word("topic_" + code)
+    return {"code": code, "label": label, "about": label[:1].lower() + label[1:]}
+
+
 @action
 async def feedback_topics(ctx: ActionContext) -> str:
     """The four topics into `topics`."""
-    ctx.vars["topics"] = [{"code": t, "label": ctx.word("topic_" + t)} for t in FEEDBACK_TOPICS]
+    ctx.vars["topics"] = [topic_view(ctx.word, t) for t in FEEDBACK_TOPICS]
     return "ok"
 
 

@@ -125,37 +125,60 @@ async def sms_kndl_help(ctx: KeywordContext) -> str:
 
 
 # ---- packages on 999 ----------------------------------------------------------------------
+def _renewal(ctx: KeywordContext, days: int, renews: bool) -> str:
+    """How a package renews, in the subscriber's language (the common `renew_*` words)."""
+    key = "renew_off" if not renews else "renew_daily" if days == 1 else "renew_every"
+    return ctx.texts[key].render({"days": days}, ctx.lang)
+
+
+def _plain(text: str) -> str:
+    """A name as the keyword parser sees it: upper case, no diacritics, single spaces."""
+    return " ".join(normalise_keyword_text(text))
+
+
 @keyword_handler
 async def sms_package(ctx: KeywordContext) -> str:
-    """`C90N` registers the package, `HUY C90N` stops its renewal, `KT` lists active
-    packages; anything else replies the codes on offer."""
+    """`C90N` (or `DK C90N`) registers the package, `HUY C90N` stops its renewal (a
+    self-built bundle by the name `KT` lists: `HUY Goi cua Lan`), `KT` lists active
+    packages; anything else, typos included, replies how to use 999 and the codes."""
     catalogue = await ctx.backend.catalogue()
-    first = ctx.words[0] if ctx.words else ""
-    if first == "KT":
+    words = ctx.words
+    if len(words) >= 2 and words[0] == "DK":
+        words = words[1:]  # "DK <code>", the operator's usual wording, means "<code>"
+    first = words[0] if words else ""
+    if first == "KT" and len(words) == 1:
         account = await ctx.backend.account(ctx.msisdn)
         if not account.packages:
             return ctx.text("sms_none_active")
         listing = "; ".join(f"{p.name} HSD {p.expires[8:10]}/{p.expires[5:7]}/{p.expires[:4]}" for p in account.packages)
         return ctx.text("sms_active", {"list": listing})
-    if first == "HUY" and len(ctx.words) >= 2:
-        code = ctx.words[1]
-        result = await ctx.backend.cancel_renewal(ctx.msisdn, code)
-        active = next((p for p in result.account.packages if p.code.upper() == code), None)
+    if first == "HUY" and len(words) >= 2:
+        wanted = " ".join(words[1:])
+        account = await ctx.backend.account(ctx.msisdn)
+        held = next((p for p in account.packages if p.code.upper() == wanted), None) or next(
+            (p for p in account.packages if _plain(p.name) == wanted), None
+        )
+        if held is None:
+            return ctx.text("sms_not_active", {"code": wanted})
+        result = await ctx.backend.cancel_renewal(ctx.msisdn, held.code)
+        active = next((p for p in result.account.packages if p.code == held.code), None)
         if result.status == "not_found" or active is None:
-            return ctx.text("sms_not_active", {"code": code})
+            return ctx.text("sms_not_active", {"code": wanted})
         return ctx.text("sms_renewal_cancelled", {"code": active.name, "expires": active.expires})
-    package = catalogue.package(first) if first else None
+    package = catalogue.package(first) if first and len(words) == 1 else None
+    codes = ", ".join(p.code for p in catalogue.packages)
     if package is None:
-        codes = ", ".join(p.code for p in catalogue.packages)
-        return ctx.text("sms_unknown_code", {"code": first or "-", "codes": codes})
+        return ctx.text("sms_unknown_code", {"code": " ".join(words)[:20] or "-", "codes": codes})
     result = await ctx.backend.purchase(ctx.msisdn, package.code, ctx.idempotency_key)
     if result.status == "insufficient":
         return ctx.text("sms_poor", {"code": package.code, "price": package.price, "missing": result.missing})
-    if result.status != "ok":
-        codes = ", ".join(p.code for p in catalogue.packages)
+    if result.status != "ok" or result.package is None:
         return ctx.text("sms_unknown_code", {"code": package.code, "codes": codes})
-    expires = result.package.expires if result.package else ""
-    return ctx.text("sms_bought", {"code": package.code, "price": package.price, "expires": expires, "balance": result.balance})
+    return ctx.text("sms_bought", {
+        "code": package.code, "price": package.price, "days": package.validity_days,
+        "renewal": _renewal(ctx, package.validity_days, result.package.auto_renew),
+        "expires": result.package.expires, "balance": result.balance,
+    })
 
 
 # ---- routing ------------------------------------------------------------------------------
