@@ -422,3 +422,36 @@ class TestSubscriberLimitsOverSmpp:
         finally:
             await client.close()
             await smsc.stop()
+
+
+class TestStopping:
+    async def test_stop_answers_the_hop_in_flight_then_unbinds(self, rig: Rig) -> None:
+        """SIGTERM while a hop is inside the dispatcher: its screen goes out, then the
+        unbind; a deliver_sm arriving meanwhile is refused for now (0x64), so the SMSC
+        delivers it again elsewhere rather than losing it."""
+        dialogue, _ = await rig.dial()
+        await rig.walk(dialogue, "2")
+        backend = rig.gateway.backend
+        real_catalogue = backend.catalogue
+
+        async def slow_catalogue():  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.3)  # the billing system takes its time
+            return await real_catalogue()
+
+        backend.catalogue = slow_catalogue
+        await dialogue.answer("1")  # the data packages: needs the catalogue
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(rig.channel.stop())
+        await asyncio.sleep(0.05)
+        late, _ = await rig.smsc.start_ussd(POOR, "*090#"), None
+        screen = await dialogue.next_screen(timeout=5)
+        assert "Goi Data" in screen.text
+        await stopping
+        log = [(p.direction, p.command, p.fields.get("command_status", p.status)) for p in rig.smsc.pdus]
+        commands = [(d, c) for d, c, _ in log]
+        screen_at = max(i for i, (d, c) in enumerate(commands) if (d, c) == ("in", "submit_sm"))
+        assert screen_at < commands.index(("in", "unbind"))
+        answered = [s for d, c, s in log if (d, c) == ("in", "deliver_sm_resp")]
+        assert answered.count(0x64) == 1  # the late dial; the hop in flight got 0
+        assert answered[-1] == 0
+        assert not late.screens

@@ -82,6 +82,10 @@ class SmppChannel:
         self._stopping = asyncio.Event()
         self._wake_drain = asyncio.Event()
         self._screens: set[asyncio.Task[None]] = set()
+        self._handling = 0
+        """deliver_sm being answered now (a hop or an MO in the dispatcher)."""
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._reassemblers: dict[str, Reassembler] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -98,8 +102,12 @@ class SmppChannel:
             return
         self._stopping.set()
         self._wake_drain.set()
-        # Screens already answered go out before the unbind (each is bounded by its
-        # dialogue's reply deadline).
+        # From now on a deliver_sm is refused with a temporary error (the SMSC delivers
+        # it again, elsewhere or later); those already received finish, and their
+        # screens go out, before the unbind (each bounded by its hop and reply deadlines).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout / 2):
+                await self._idle.wait()
         if self._screens:
             await asyncio.wait(set(self._screens), timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
@@ -113,7 +121,16 @@ class SmppChannel:
     # ---- inbound --------------------------------------------------------------------------
     def _deliver_handler(self, bind: BindSettings):  # type: ignore[no-untyped-def]
         async def handle(pdu: smpp_pdu.Pdu) -> int:
-            return await self.on_deliver(bind, pdu)
+            if self._stopping.is_set():
+                return smpp_pdu.ESME_RX_T_APPN
+            self._handling += 1
+            self._idle.clear()
+            try:
+                return await self.on_deliver(bind, pdu)
+            finally:
+                self._handling -= 1
+                if not self._handling:
+                    self._idle.set()
 
         return handle
 

@@ -36,6 +36,7 @@ __all__ = [
     "ESME_ROK",
     "ESME_RSYSERR",
     "ESME_RTHROTTLED",
+    "ESME_RX_T_APPN",
     "HEADER_BYTES",
     "MAX_PDU_BYTES",
     "Pdu",
@@ -68,6 +69,9 @@ ESME_RINVPASWD = 0x0E
 ESME_RINVSYSID = 0x0F
 ESME_RMSGQFUL = 0x14
 ESME_RTHROTTLED = 0x58
+ESME_RX_T_APPN = 0x64
+"""The ESME cannot take the message now, try later: the SMSC delivers it again (to
+another bind or instance, or to this one once it is back)."""
 ESME_RINVOPTPARSTREAM = 0xC0
 """Error in the optional part of the PDU body: a TLV header or value runs past the end."""
 ESME_RINVPARLEN = 0xC2
