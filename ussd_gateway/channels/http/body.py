@@ -13,7 +13,8 @@ import asyncio
 import codecs
 import re
 import zlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
@@ -47,15 +48,24 @@ def _timeout(request: web.Request, timeout_s: float | None) -> float:
     return timeout_s if timeout_s is not None else request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
 
 
+T = TypeVar("T")
+
+
+async def _arrived(reading: Awaitable[T], timeout_s: float) -> T:
+    """What `reading` returns, or BodyTimeout when the body is slower than `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await reading
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
+
+
 async def read_bytes(request: web.Request, timeout_s: float | None = None) -> bytes:
     """The whole body (inflated), or BadRequest. Too big stays aiohttp's 413."""
     _check_encoding(request)
     timeout_s = _timeout(request, timeout_s)
     try:
-        async with asyncio.timeout(timeout_s):
-            raw = await request.read()
-    except TimeoutError:
-        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
+        raw = await _arrived(request.read(), timeout_s)
     except web.HTTPRequestEntityTooLarge:
         raise
     except (HttpProcessingError, zlib.error, ValueError, EOFError, OSError) as exc:
@@ -133,10 +143,7 @@ async def _read_multipart(request: web.Request, timeout_s: float) -> dict[str, s
         raise BadRequest("multipart/form-data needs a boundary")
     _check_encoding(request)
     try:
-        async with asyncio.timeout(timeout_s):
-            posted = await request.post()
-    except TimeoutError:
-        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
+        posted = await _arrived(request.post(), timeout_s)
     except web.HTTPRequestEntityTooLarge:
         raise
     except Exception as exc:  # aiohttp's multipart reader raises what the bytes provoke
