@@ -22,6 +22,7 @@ from ussd_gateway.core.formats import LANGUAGES, data_size
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
+from ussd_gateway.services import derived
 from ussd_gateway.services.advice import suggest
 from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.backend.port import (
@@ -88,10 +89,13 @@ def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: in
     return ", ".join(parts) or "-"
 
 
+def _word_in(ctx: ActionContext) -> Callable[[str, str], str]:
+    return lambda key, lang: ctx.word(key)  # the record's language, which `lang` is
+
+
 def package_view(ctx: ActionContext, package: Package) -> dict[str, Any]:
-    view = dataclasses.asdict(package)
-    view["desc"] = describe_allowance(ctx, package.data_mb, package.voice_min, package.sms)
-    return view
+    """The package's fields and `desc`: cached per language, saved as a reference."""
+    return derived.package_view(_word_in(ctx), ctx.lang, package)
 
 
 def active_view(ctx: ActionContext, active: ActivePackage) -> dict[str, Any]:
@@ -147,8 +151,8 @@ async def cancel_renewal(ctx: ActionContext) -> str:
 async def list_packages(ctx: ActionContext) -> str:
     """The packages of `args.category` into `packages`; outcomes ok, empty."""
     catalogue = await ctx.backend.catalogue()
-    packages = catalogue.in_category(str(_arg(ctx, "category")))
-    ctx.vars["packages"] = [package_view(ctx, p) for p in packages]
+    packages = derived.packages_view(_word_in(ctx), ctx.lang, catalogue, str(_arg(ctx, "category")))
+    ctx.vars["packages"] = packages
     ctx.vars["category_label"] = ctx.word("category_" + str(ctx.args["category"]))
     return "ok" if packages else "empty"
 
