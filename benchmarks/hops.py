@@ -153,6 +153,22 @@ def wait_healthy(
     raise RuntimeError(f"the server did not answer /healthz within {timeout_s:.0f} s:\n{log_path.read_text()[-2000:]}")
 
 
+def _redis_commands(port: int) -> int:
+    """Commands Redis has processed so far (those run inside Lua scripts included)."""
+    with socket.create_connection((HOST, port), timeout=2) as sock:
+        sock.sendall(b"INFO stats\r\n")
+        data = b""
+        while b"total_commands_processed:" not in data or not data.endswith(b"\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    for line in data.split(b"\r\n"):
+        if line.startswith(b"total_commands_processed:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     executable = ROOT / ".venv" / "bin" / "ussd-gateway"
     if not executable.exists():
@@ -184,6 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             server_cpu_0, client_cpu_0 = _cpu_seconds(pids), time.process_time()
             redis_cpu_0 = _cpu_seconds([redis._process.pid]) if redis._process else 0.0
             machine_0 = _machine_busy_seconds()
+            redis_cmds_0 = _redis_commands(redis.port)
             wall_0 = time.perf_counter()
             runner = uvloop.run if uvloop is not None else asyncio.run
             tally = runner(drive(port, args.concurrency, args.seconds))
@@ -192,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             client_cpu = time.process_time() - client_cpu_0
             redis_cpu = (_cpu_seconds([redis._process.pid]) if redis._process else 0.0) - redis_cpu_0
             other_cpu = max(0.0, _machine_busy_seconds() - machine_0 - server_cpu - client_cpu - redis_cpu)
+            redis_cmds = _redis_commands(redis.port) - redis_cmds_0
             hop_lines = sum(1 for line in log_path.open("rb") if b'"event":"hop"' in line)
         finally:
             stop_group(server)
@@ -219,6 +237,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "other": round(100 * other_cpu / wall, 1),
         },
         "server_log_hop_lines": hop_lines,
+        # Per hop the server answered (warm-up included, as the CPU figures): stable
+        # under load from other processes, unlike hops/s.
+        "server_cpu_us_per_hop": round(1e6 * server_cpu / hop_lines, 1) if hop_lines else None,
+        "redis_cmds_per_hop": round(redis_cmds / hop_lines, 2) if hop_lines else None,
     }
     if tally.first_errors:
         result["first_errors"] = tally.first_errors
@@ -253,7 +275,8 @@ def main() -> int:
             f"max {result['max_ms']} ms\n"
             f"  hops     {result['hops']:,}  errors {result['errors']}\n"
             f"  cpu      server {cpu['server']}%  redis {cpu['redis']}%  load generator {cpu['load_generator']}%  "
-            f"other processes {cpu['other']}% (of one core)"
+            f"other processes {cpu['other']}% (of one core)\n"
+            f"  per hop  server CPU {result['server_cpu_us_per_hop']} µs  Redis commands {result['redis_cmds_per_hop']}"
         )
         if cpu["other"] > 10:
             print("  warning: other processes used the CPU during the run; the figures are not comparable")

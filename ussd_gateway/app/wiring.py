@@ -21,6 +21,7 @@ from ussd_gateway.menus.text import ScreenBudget
 
 from ussd_gateway.menus.template import resolve_args
 from ussd_gateway.services.actions import ActionContext
+from ussd_gateway.services.derived import hydrate as hydrate_record
 from ussd_gateway.backend import SubscriberBackend, build_backend
 from ussd_gateway.app.config import Settings
 from ussd_gateway.services.settings import ServiceSettings
@@ -61,6 +62,11 @@ class ActionRunner:
             word=word,
         )
         return await screen.action(context)
+
+    async def hydrate(self, record: SessionRecord) -> None:
+        """Turn a loaded record's references (catalogue views) back into values."""
+        texts = self.menus.texts
+        await hydrate_record(record, self.backend, lambda key, lang, variables=None: texts[key].render(variables or {}, lang))
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.core.fence import HOP_LOCK
+from ussd_gateway.sessions.hop_scripts import LOCK_FENCE_LUA, SESSION_KEY
 from ussd_gateway.sessions.redis_store import sms_payload, subscriber_key
 from ussd_gateway.sessions.store import OutboundSms
 
@@ -40,15 +41,15 @@ from ussd_gateway.backend.port import (
     VasSubscription,
 )
 
-# KEYS: account, idempotency record, the hop's lock, the subscriber's SMS outbox (all
+# KEYS: account, idempotency record, the subscriber's session (its hop lock), their SMS outbox (all
 # in the subscriber's slot). ARGV: the account as read ('' when absent), the account to
 # write ('' unchanged), the result to remember ('' none), its ttl s, the hop's lock
 # token ('' no fence), the confirmation SMS ('' none), the outbox ttl s.
 # Order matters: a hop whose lock is gone (it answered busy, Redis ran this late)
 # changes nothing; a key already used answers its first result; an account changed
 # since it was read makes the caller read again.
-_CHANGE = """
-if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {'fenced'} end
+_CHANGE = LOCK_FENCE_LUA + """
+if ARGV[5] ~= '' and not hop_lock_is(KEYS[3], ARGV[5]) then return {'fenced'} end
 if ARGV[3] ~= '' then
   local done = redis.call('GET', KEYS[2])
   if done then return {'done', done} end
@@ -182,7 +183,7 @@ class RedisStorage:
         idem_key = self._idem_key(msisdn, idempotency_key or "-")
         lock = HOP_LOCK.get()
         fence = lock.token if lock is not None and lock.msisdn == msisdn else ""
-        keys = (account_key, idem_key, subscriber_key(self._prefix, msisdn, "lock"), subscriber_key(self._prefix, msisdn, "outbox"))
+        keys = (account_key, idem_key, subscriber_key(self._prefix, msisdn, SESSION_KEY), subscriber_key(self._prefix, msisdn, "outbox"))
         for _ in range(self.MAX_ATTEMPTS):
             stored = await self._run("MGET", account_key, idem_key)
             if idempotency_key is not None and stored[1] is not None:

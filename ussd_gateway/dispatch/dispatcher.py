@@ -102,6 +102,7 @@ class Dispatcher:
         """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.app.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
         self.limiter = limiter
+        self._hydrate = getattr(engine.run_action, "hydrate", None)
         """Optional `sessions.ratelimit.SubscriberLimiter`: over a subscriber's rate, a
         hop gets the polite `limited` END (its counter shares the BEGIN round trip)."""
 
@@ -155,13 +156,23 @@ class Dispatcher:
         # without `seq`) cannot be told from a new dialogue, so it always starts one.
         hop_key = hop.hop_key or ""
         window = self.settings.begin_retry_ms if hop.kind is HopKind.BEGIN else None
-        # The rate check is queued first, so it rides in the lock's round trip.
-        verdict = None if self.limiter is None or hop.kind is HopKind.ABORT else self.limiter.check_hop(hop.msisdn, hop.kind is HopKind.BEGIN)
-        loaded = await self._lock(hop, hop_key, token, window)
+        limiter = self.limiter
+        verdict = None
+        counted: tuple[str, ...] = ()
+        if limiter is not None and hop.kind is not HopKind.ABORT:
+            if limiter.counted_by_store:  # counted by the BEGIN script itself
+                counted = limiter.hop_names(hop.kind is HopKind.BEGIN)
+            else:  # queued first, so it rides in the lock's round trip
+                verdict = limiter.check_hop(hop.msisdn, hop.kind is HopKind.BEGIN)
+        loaded = await self._lock(hop, hop_key, token, window, counted)
         if loaded.status is LoadStatus.REPLAY:
             text, end = orjson.loads(loaded.reply or b'["", true]')
             return HopResult(Reply(text, end), "replay", "")
-        if verdict is not None and (limit := await verdict) is not None:
+        if counted and loaded.counts is not None:
+            limit = limiter.judge_hop(counted, loaded.counts)  # type: ignore[union-attr]
+        else:
+            limit = await verdict if verdict is not None else None
+        if limit is not None:
             self._release_later(hop.msisdn, token)
             self.metrics.guard.count_limited(limit)
             lang = hop.language or loaded.lang or self.settings.default_lang
@@ -190,11 +201,12 @@ class Dispatcher:
             if not committed:
                 self._release_later(hop.msisdn, token)
 
-    async def _lock(self, hop: Hop, hop_key: str, token: str, window_ms: int | None) -> Any:
+    async def _lock(self, hop: Hop, hop_key: str, token: str, window_ms: int | None, counted: tuple[str, ...] = ()) -> Any:
         pause = self.settings.lock_retry_s
+        extra: dict[str, Any] = {"count": counted, "new_key_ttl_s": self.settings.session_ttl_s} if counted else {}
         while True:
             loaded = await self.store.begin_hop(
-                hop.msisdn, hop.session_id, hop_key, token, want_lang=True, replay_within_ms=window_ms
+                hop.msisdn, hop.session_id, hop_key, token, want_lang=True, replay_within_ms=window_ms, **extra
             )
             if loaded.status is not LoadStatus.LOCKED:
                 return loaded
@@ -215,6 +227,8 @@ class Dispatcher:
         nothing) and a language to remember (None: unchanged)."""
         now = self.clock()
         previous = SessionRecord.from_bytes(raw_record) if raw_record else None
+        if previous is not None and previous.refs and self._hydrate is not None:
+            await self._hydrate(previous)  # list items and picks saved as references
         # A begin always starts a dialogue, even under a session id seen before (gateways
         # that name dialogues by subscriber); its retry was answered above as a replay.
         same = previous is not None and previous.session_id == hop.session_id and hop.kind is not HopKind.BEGIN

@@ -76,6 +76,7 @@ class Engine:
         self.default_lang = default_lang
         self.resume_window_s = resume_window_s
         self._static_pages: dict[tuple[str, str, bool], list[str]] = {}
+        self._static: dict[str, bool] = {}  # `_is_static` per screen: the menus do not change
 
     # ---- entry points -----------------------------------------------------------------
     def serves(self, service_code: str) -> bool:
@@ -292,7 +293,10 @@ class Engine:
     def _pages(self, record: SessionRecord) -> list[str]:
         screen = self.menus.screen(f"{record.menu}:{record.screen}")
         has_footer = bool(record.stack) and screen.kind != "end"
-        cacheable = not record.error and screen.kind != "list" and self._is_static(screen)
+        static = self._static.get(screen.qualified)
+        if static is None:
+            static = self._static[screen.qualified] = self._is_static(screen)
+        cacheable = static and not record.error and screen.kind != "list"
         key = (screen.qualified, record.lang, has_footer)
         if cacheable and key in self._static_pages:
             return self._static_pages[key]

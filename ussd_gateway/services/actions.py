@@ -22,6 +22,7 @@ from ussd_gateway.core.formats import LANGUAGES, data_size, number
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
+from ussd_gateway.services import derived
 from ussd_gateway.services.advice import suggest
 from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.backend.port import (
@@ -94,19 +95,18 @@ def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: in
 def renewal_text(ctx: ActionContext, price: int, days: int, renews: bool = True) -> str:
     """How and when a package renews: `tu gia han 15.000d moi 3 ngay`, `... moi ngay`,
     or `khong tu gia han` when its renewal is off."""
-    if not renews:
-        return ctx.word("renew_off")
-    return ctx.word("renew_daily" if days == 1 else "renew_every", {"price": price, "days": days})
+    return derived.renewal(_word_in(ctx), ctx.lang, price, days, renews)
+
+
+def _word_in(ctx: ActionContext) -> derived.Word:
+    return lambda key, lang, variables=None: ctx.word(key, variables)  # the record's language, which `lang` is
 
 
 def package_view(ctx: ActionContext, package: Package, *, renews: bool = True) -> dict[str, Any]:
     """A catalogue package for screens: `desc` is the catalogue's own description (the
-    allowance sums only when the catalogue has none), `renewal` how it renews."""
-    view = dataclasses.asdict(package)
-    view["desc"] = package.description(ctx.lang) or describe_allowance(ctx, package.data_mb, package.voice_min, package.sms)
-    view["renews"] = renews
-    view["renewal"] = renewal_text(ctx, package.price, package.validity_days, renews)
-    return view
+    allowance sums only when the catalogue has none), `renewal` how it renews. Cached
+    per language and renewal, saved in the record as a reference."""
+    return derived.package_view(_word_in(ctx), ctx.lang, package, renews)
 
 
 def held_renewal(account: Account) -> dict[str, bool]:
@@ -168,9 +168,9 @@ async def cancel_renewal(ctx: ActionContext) -> str:
 async def list_packages(ctx: ActionContext) -> str:
     """The packages of `args.category` into `packages`; outcomes ok, empty."""
     catalogue = await ctx.backend.catalogue()
-    packages = catalogue.in_category(str(_arg(ctx, "category")))
     held = held_renewal(await ctx.backend.account(ctx.msisdn))
-    ctx.vars["packages"] = [package_view(ctx, p, renews=held.get(p.code.upper(), True)) for p in packages]
+    packages = derived.packages_view(_word_in(ctx), ctx.lang, catalogue, str(_arg(ctx, "category")), held)
+    ctx.vars["packages"] = packages
     ctx.vars["category_label"] = ctx.word("category_" + str(ctx.args["category"]))
     return "ok" if packages else "empty"
 

@@ -4,12 +4,13 @@ In Redis (so they hold across workers and machines) when the sessions are, else 
 this process's memory. One subscriber's counters are hash-tagged like the rest of
 their keys (`ussd:{84901234567}:rate:hop`), so the script touches one Cluster slot.
 
-Cost on the hop path: one `EVALSHA` (INCR + PEXPIRE of one or two counters), queued
-on the session store's auto-pipeline in the same loop turn as the hop's own BEGIN
-script, so both travel in one write and come back in one read: no extra round trip.
-`check_hop` returns a future at once (the command is already queued) for the caller
-to await after its lock; a limiter error never refuses a hop (it fails open: the
-store's own script reports Redis being down).
+Cost on the hop path with the Redis store: nothing of its own. The hop and dialogue
+counters live in the subscriber's session key and the store's BEGIN script counts
+them while it takes the lock (`counted_by_store`, `hop_names`, `judge_hop`). MO SMS
+(and a hop on any other Redis submitter) use one `EVALSHA` (INCR + PEXPIRE of one or
+two counters) queued on the store's auto-pipeline; `check_hop` returns a future at
+once (the command is already queued); a limiter error never refuses a hop (it fails
+open: the store's own script reports Redis being down).
 """
 
 from __future__ import annotations
@@ -65,6 +66,23 @@ class SubscriberLimiter:
         self._redis = redis
         self._prefix = prefix
         self._local = {name: WindowCounter(WINDOW_S) for name in ("hop", "session", "sms")}
+
+    @property
+    def counted_by_store(self) -> bool:
+        """True when the session store counts hops in its own BEGIN script (the Redis
+        store: `begin_hop(count=hop_names(…))`, no command of its own); the caller then
+        judges `Loaded.counts` with `judge_hop`."""
+        return bool(getattr(self._redis, "counts_hops", False))
+
+    def hop_names(self, new_session: bool) -> tuple[str, ...]:
+        """The counters a hop adds to (those whose limit is on)."""
+        names = ("hop", "session") if new_session else ("hop",)
+        return tuple(name for name in names if self._ceiling(name))
+
+    def judge_hop(self, names: tuple[str, ...], counts: tuple[int, int]) -> str | None:
+        """The verdict on the store's counts (hops, new dialogues) after this hop."""
+        by_name = {"hop": counts[0], "session": counts[1]}
+        return self._judge(list(names), [by_name[name] for name in names])
 
     def check_hop(self, msisdn: str, new_session: bool) -> asyncio.Future[str | None]:
         """Count a hop (and a new dialogue); the verdict, with the command already sent."""

@@ -8,6 +8,49 @@ from typing import Any
 import orjson
 
 
+class Derived(list):  # type: ignore[type-arg]
+    """A list in `vars` that the record keeps as a reference (`ref`) rather than its
+    items: items recomputed from data the gateway has anyway (the catalogue), so
+    Redis holds a few bytes instead of a package list. `ussd_gateway.services.derived`
+    makes them and turns the references back into values (`hydrate`)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, items: Any, ref: list[str]) -> None:
+        super().__init__(items)
+        self.ref = ref
+
+
+class DerivedDict(dict):  # type: ignore[type-arg]
+    """One such item (a package's view), kept as its reference too. Shared between
+    dialogues: never change one in place."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, items: Any, ref: list[str]) -> None:
+        super().__init__(items)
+        self.ref = ref
+
+
+REF = "$r"
+"""The key of a reference as saved: `{"$r": ["packages", "data", "vi"]}`."""
+
+
+def _default(value: Any) -> Any:
+    """What orjson cannot write itself, and the subclasses it passes here."""
+    if isinstance(value, (Derived, DerivedDict)):
+        return {REF: value.ref}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(f"cannot save {type(value).__name__} in a session record")
+
+
 @dataclass(slots=True)
 class SessionRecord:
     """One subscriber's current (or last) dialogue.
@@ -49,30 +92,38 @@ class SessionRecord:
     """Session ids of the subscriber's dialogues this one replaced (newest first, a
     few): a late answer in one of them must not be read as this one's input, nor
     start a dialogue of its own from its history."""
+    refs: bool = False
+    """Loaded with references (`Derived`) still to turn back into values."""
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "sid": self.session_id,
-                "m": self.msisdn,
-                "code": self.service_code,
-                "menu": self.menu,
-                "screen": self.screen,
-                "lang": self.lang,
-                "stack": self.stack,
-                "page": self.page,
-                "vars": self.vars,
-                "seq": self.seq,
-                "n": self.nonce,
-                "hist": self.history,
-                "err": self.error,
-                "t0": self.started,
-                "t": self.updated,
-                "end": self.ended,
-                "resume": self.resume_of,
-                **({"rp": self.replaced} if self.replaced else {}),
-            }
-        )
+        """Compact JSON: fields at their defaults are left out, times kept to the ms
+        (the Redis store holds a live session in under 700 bytes)."""
+        data: dict[str, Any] = {
+            "sid": self.session_id,
+            "m": self.msisdn,
+            "code": self.service_code,
+            "menu": self.menu,
+            "screen": self.screen,
+            "lang": self.lang,
+            "stack": self.stack,
+            "vars": self.vars,
+            "seq": self.seq,
+            "n": self.nonce,
+            "hist": self.history,
+            "t0": round(self.started, 3),
+            "t": round(self.updated, 3),
+        }
+        if self.page:
+            data["page"] = self.page
+        if self.error:
+            data["err"] = self.error
+        if self.ended:
+            data["end"] = True
+        if self.resume_of is not None:
+            data["resume"] = self.resume_of
+        if self.replaced:
+            data["rp"] = self.replaced
+        return orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> "SessionRecord":
@@ -85,16 +136,17 @@ class SessionRecord:
             screen=data["screen"],
             lang=data["lang"],
             stack=[(m, s) for m, s in data["stack"]],
-            page=data["page"],
+            page=data.get("page", 0),
             vars=data["vars"],
             seq=data["seq"],
             nonce=data.get("n", ""),
             history=data["hist"],
-            error=data["err"],
+            error=data.get("err", ""),
             started=data["t0"],
             updated=data["t"],
-            ended=data["end"],
-            resume_of=data["resume"],
+            ended=data.get("end", False),
+            resume_of=data.get("resume"),
+            refs=b'"$r"' in raw if isinstance(raw, bytes) else '"$r"' in raw,
             replaced=data.get("rp", []),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,47 +21,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ussd_gateway.core.errors import DependencyDown
 
+from ussd_gateway.sessions.hop_scripts import BEGIN as _BEGIN, COMMIT as _COMMIT, RATE_WINDOW_MS, RELEASE as _RELEASE, SESSION_KEY
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
-
-# KEYS: session hash, lock, language. ARGV: session id, hop key, token, lock ms, want
-# lang, replay window ms ('' for none). The window compares Redis's own clock with the
-# time the reply was saved (`at`, also Redis's clock), so gateway hosts' clocks never
-# matter.
-_BEGIN = """
-local h = redis.call('HMGET', KEYS[1], 'sid', 'key', 'reply', 'rec', 'at')
-if ARGV[2] ~= '' and h[1] == ARGV[1] and h[2] == ARGV[2] then
-  local fresh = true
-  if ARGV[6] ~= '' then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    fresh = now - tonumber(h[5] or '0') <= tonumber(ARGV[6])
-  end
-  if fresh then return {'replay', h[3]} end
-end
-if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {'locked'}
-end
-local lang = false
-if ARGV[5] == '1' then lang = redis.call('GET', KEYS[3]) end
-return {'ok', h[4], lang}
-"""
-
-# KEYS: session hash, lock, language. ARGV: token, session id, hop key, reply, record, ttl s, lang.
-_COMMIT = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-local t = redis.call('TIME')
-local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'sid', ARGV[2], 'key', ARGV[3], 'reply', ARGV[4], 'rec', ARGV[5], 'at', at)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('DEL', KEYS[2])
-if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'EX', 31536000) end
-return 1
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 _TAKE_PENDING = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -93,6 +55,8 @@ local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[1])
 if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) else over = 0 end
 return {moved, over}
 """
+
+_now = time.time
 
 SMS_QUEUE_KEY = "ussd:{sms}:out"
 SMS_INFLIGHT_KEY = "ussd:{sms}:inflight"
@@ -326,9 +290,9 @@ class RedisStore:
         turn as a hop's script, it rides in the same round trip (the rate limits)."""
         return self._pipeline.submit(*command)
 
-    def _keys(self, msisdn: str) -> tuple[str, str, str]:
+    def _keys(self, msisdn: str) -> tuple[str, str]:
         base = f"{self._prefix}:{{{msisdn}}}"
-        return base + ":sess", base + ":lock", base + ":lang"
+        return base + ":" + SESSION_KEY, base + ":lang"
 
     async def _eval(self, script: _Script, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Run a script: one round trip (two only right after Redis lost its script
@@ -355,31 +319,47 @@ class RedisStore:
         except TimeoutError as exc:
             raise DependencyDown(f"session store: no answer within {self._timeout_s:g} s") from exc
 
+    counts_hops = True
+    """`begin_hop(count=…)` counts the rate limits in the same script (and command)."""
+
     async def begin_hop(
-        self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool, replay_within_ms: int | None = None
+        self,
+        msisdn: str,
+        session_id: str,
+        hop_key: str,
+        token: str,
+        *,
+        want_lang: bool,
+        replay_within_ms: int | None = None,
+        count: tuple[str, ...] = (),
+        new_key_ttl_s: int = 300,
     ) -> Loaded:
+        """`count`: the rate counters (`hop`, `session`) this hop adds to when it takes
+        the lock; their values come back in `Loaded.counts`. The language is read with
+        the session whatever `want_lang` says (one MGET either way)."""
         window = "" if replay_within_ms is None else str(replay_within_ms)
-        result = await self._eval(
-            self._begin, self._keys(msisdn), (session_id, hop_key, token, self._lock_ttl_ms, "1" if want_lang else "0", window)
+        args = (
+            session_id, hop_key, token, self._lock_ttl_ms, int(_now() * 1000), window,
+            1 if "hop" in count else 0, 1 if "session" in count else 0, RATE_WINDOW_MS, new_key_ttl_s,
         )
+        result = await self._eval(self._begin, self._keys(msisdn), args)
         status = result[0]
+        if status == b"ok":
+            lang = result[2].decode() if result[2] else None
+            return Loaded(LoadStatus.OK, record=result[1] or None, lang=lang, counts=(int(result[3]), int(result[4])))
         if status == b"replay":
             return Loaded(LoadStatus.REPLAY, reply=result[1])
-        if status == b"locked":
-            return Loaded(LoadStatus.LOCKED)
-        record = result[1] if len(result) > 1 else None
-        lang = result[2].decode() if len(result) > 2 and result[2] else None
-        return Loaded(LoadStatus.OK, record=record or None, lang=lang)
+        return Loaded(LoadStatus.LOCKED)
 
     async def commit_hop(
         self, msisdn: str, token: str, *, session_id: str, hop_key: str, reply: bytes, record: bytes, ttl_s: int, lang: str | None
     ) -> bool:
-        saved = await self._eval(self._commit, self._keys(msisdn), (token, session_id, hop_key, reply, record, ttl_s, lang or ""))
-        return bool(saved)
+        args = (token, session_id, hop_key, reply, record, ttl_s, lang or "", int(_now() * 1000))
+        return bool(await self._eval(self._commit, self._keys(msisdn), args))
 
     async def release(self, msisdn: str, token: str) -> None:
         try:
-            await self._eval(self._release, (self._keys(msisdn)[1],), (token,))
+            await self._eval(self._release, (self._keys(msisdn)[0],), (token,))
         except DependencyDown:
             pass  # the lock expires by itself after lock_ttl_ms
 
@@ -474,7 +454,7 @@ class RedisStore:
         return int(await self._eval(self._restore, (SMS_INFLIGHT_KEY, SMS_QUEUE_KEY), ()))
 
     async def get_language(self, msisdn: str) -> str | None:
-        value = await self._call("GET", self._keys(msisdn)[2])
+        value = await self._call("GET", self._keys(msisdn)[1])
         return value.decode() if value else None
 
     async def claim_once(self, key: str, ttl_s: int) -> bool:

@@ -29,6 +29,9 @@ class Loaded:
     reply: bytes | None = None
     lang: str | None = None
     """The subscriber's remembered language, when asked for."""
+    counts: tuple[int, int] | None = None
+    """Hops and new dialogues in the subscriber's rate window after this hop, when the
+    store counted them (`begin_hop(count=…)`); None when it does not count."""
 
 
 @dataclass(frozen=True, slots=True)
