@@ -27,7 +27,9 @@ Word = Callable[..., str]
 """`word(key, lang, variables=None)`: a common text in a language."""
 
 _CACHE_MAX = 4096
-_package_views: dict[tuple[Package, str, bool], DerivedDict] = {}
+_package_views: dict[tuple[int, str, bool], tuple[Package, DerivedDict]] = {}
+"""Keyed by the package object's id (a package holds a dict of descriptions, so it is
+not hashable); the entry keeps the package, so an id reused by another object misses."""
 _package_lists: dict[tuple[int, str, str, str], tuple[Catalogue, Derived]] = {}
 
 
@@ -55,17 +57,17 @@ def package_view(word: Word, lang: str, package: Package, renews: bool = True) -
     """What templates read of a package: its fields, `desc` (the catalogue's own
     description, else the allowance sums), `renews` and `renewal`; once per language
     and renewal setting."""
-    key = (package, lang, renews)
-    view = _package_views.get(key)
-    if view is None:
+    key = (id(package), lang, renews)
+    found = _package_views.get(key)
+    if found is None or found[0] is not package:
         if len(_package_views) >= _CACHE_MAX:
             _package_views.clear()  # a catalogue that keeps changing: start over
         fields = {name: getattr(package, name) for name in package.__dataclass_fields__}
         fields["desc"] = package.description(lang) or allowance(word, lang, package.data_mb, package.voice_min, package.sms)
         fields["renews"] = renews
         fields["renewal"] = renewal(word, lang, package.price, package.validity_days, renews)
-        view = _package_views[key] = DerivedDict(fields, ["pkg", package.code, lang, _flag(renews)])
-    return view
+        found = _package_views[key] = (package, DerivedDict(fields, ["pkg", package.code, lang, _flag(renews)]))
+    return found[1]
 
 
 def packages_view(
