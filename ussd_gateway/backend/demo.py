@@ -27,6 +27,8 @@ from ussd_gateway.backend.demo_rules import (
     purchase_rule,
     redeem_rule,
 )
+from ussd_gateway.backend.demo_selfcare import SelfcareDemo
+from ussd_gateway.backend.demo_selfcare_rules import earning
 from ussd_gateway.backend.demo_storage import MemoryStorage, Storage
 from ussd_gateway.backend.port import (
     Account,
@@ -43,12 +45,13 @@ __all__ = ["DemoBackend", "DemoData", "load_demo_data"]
 MAX_KEY_LENGTH = 200
 
 
-class DemoBackend:
+class DemoBackend(SelfcareDemo):
     """`SubscriberBackend` over the seed data, in memory or in Redis.
 
     MSISDNs are normalised (`0901234567` and `84901234567` are one subscriber). Any
     number not in the seed gets the seed's defaults on first contact, so load tests can
-    use as many subscribers as they like.
+    use as many subscribers as they like. The self-care services (top-up, postpaid,
+    points, offers, advance) are the `SelfcareDemo` half.
     """
 
     def __init__(self, data: DemoData, storage: Storage) -> None:
@@ -88,17 +91,17 @@ class DemoBackend:
         return self._data.usage(normalise_msisdn(msisdn))
 
     async def purchase(self, msisdn: str, package_code: str, idempotency_key: str) -> PurchaseResult:
-        rule = purchase_rule(self._data.catalogue, package_code, date.today())
-        return await self._storage.change_once(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule)
+        rule = earning(purchase_rule(self._data.catalogue, package_code, date.today()), self._data.selfcare)
+        return await self._tracked(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule, "earn", package_code.upper())
 
     async def buy_bundle(self, msisdn: str, choice: BundleChoice, idempotency_key: str) -> PurchaseResult:
         key = _checked_key(idempotency_key)
-        rule = bundle_rule(self._data.catalogue, choice, key, date.today())
-        return await self._storage.change_once(normalise_msisdn(msisdn), key, rule)
+        rule = earning(bundle_rule(self._data.catalogue, choice, key, date.today()), self._data.selfcare)
+        return await self._tracked(normalise_msisdn(msisdn), key, rule, "earn", choice.name)
 
     async def redeem(self, msisdn: str, reward_code: str, idempotency_key: str) -> PurchaseResult:
         rule = redeem_rule(self._data.catalogue, reward_code, date.today())
-        return await self._storage.change_once(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule)
+        return await self._tracked(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule, "redeem", reward_code)
 
     async def cancel_renewal(self, msisdn: str, package_code: str) -> ChangeResult:
         return await self._storage.change(normalise_msisdn(msisdn), cancel_renewal_rule(package_code))

@@ -154,6 +154,21 @@ class RedisStorage:
         if self._owned:
             await self._client.aclose()
 
+    # ---- shared with the self-care services (demo_selfcare): same client, keys, seed ----
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def account_key(self, msisdn: str) -> str:
+        return self._account_key(msisdn)
+
+    def new_account(self, msisdn: str) -> Account:
+        return self._new_account(msisdn)
+
 
 @contextmanager
 def _redis_errors() -> Iterator[None]:

@@ -9,7 +9,8 @@ Choices the port leaves open:
 - Buying a package that is already active *extends* it: the new period starts when the
   current one ends (or today, if that is later), the package's allowances are added to
   what is left, and auto-renewal is switched back on. Nothing is forfeited.
-- Buying earns no loyalty points (the real operator credits points monthly, off-line).
+- Buying earns loyalty points: `DemoBackend` wraps these rules with
+  `demo_selfcare_rules.earning` (the rates are in `demo_data.toml` `[points]`).
 - Redeeming as a non-member of KNDL answers `unknown`, as for a reward that does not
   exist: there is no reward for this subscriber. The menus only offer redemption to
   members, so this is a guard, not a flow.
