@@ -83,7 +83,10 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
     cycles = [{"code": c, "label": words("cycle_" + c)} for c in ("day", "week", "month")]
     rewards = [{"code": r.code, "name": r.name, "points": r.points} for r in catalogue.rewards]
     highest_price = max(p.price for p in catalogue.packages)
+    from ussd_gateway.services.selfcare import worst_case_variables as selfcare_worst_case
+
     return {
+        **selfcare_worst_case(words, lang, biggest_balance, most_points),
         "account": account,
         "packages": max(categories.values(), key=len),
         "category_label": _longest([words("category_" + c) for c in categories]),
