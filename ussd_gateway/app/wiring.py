@@ -26,7 +26,7 @@ from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
 from ussd_gateway.services.keywords import KeywordRouter
 from ussd_gateway.core.metrics import Metrics
-from ussd_gateway.app.recording import build_recorder
+from ussd_gateway.app.recording import build_recorder, secret_parts
 
 
 class ActionRunner:
@@ -115,6 +115,9 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         resume_window_s=s.resume_window_s,
     )
     metrics = metrics or Metrics()
+    recorder = build_recorder(settings.recording)
+    if recorder is not None:  # scratch-card PINs are masked in recordings
+        recorder.secret_codes, recorder.secret_prompts = secret_parts(menus)
     dispatcher = Dispatcher(
         engine,
         store,
@@ -124,7 +127,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
             default_lang=settings.screen.default_language,
         ),
         metrics=metrics,
-        recorder=build_recorder(settings.recording),
+        recorder=recorder,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
     return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)

@@ -45,8 +45,9 @@ def _wait(ctx: ActionContext, seconds: int) -> str:
 # ---- top-up ---------------------------------------------------------------------------------
 @action
 async def topup_card(ctx: ActionContext) -> str:
-    """Top up with the PIN in `pin`; outcomes ok, invalid, used, locked. The PIN leaves
-    the variables here, whatever the outcome."""
+    """Top up with the PIN in `pin`; outcomes ok, invalid, used, locked. Only `invalid`
+    counts towards the lockout (a used card is a subscriber's own, seldom a guess). The
+    PIN leaves the variables here, whatever the outcome."""
     pin = str(ctx.vars.pop("pin", "")).strip()
     settings = ctx.settings
     guard = guard_for(ctx.store, settings)
@@ -58,8 +59,8 @@ async def topup_card(ctx: ActionContext) -> str:
         return "locked"
     result = await ctx.backend.topup(ctx.msisdn, pin, ctx.idempotency_key)
     view.update(amount=result.amount, bonus=result.bonus, repaid=result.repaid, balance=result.balance)
-    if result.status == "ok":
-        return "ok"
+    if result.status != "invalid":
+        return result.status  # ok, or used: a used card is the subscriber's own, not a guess
     failures, locked = await guard.failed(ctx.msisdn)
     if locked:
         view["wait"] = _wait(ctx, locked)
