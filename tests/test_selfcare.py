@@ -397,3 +397,20 @@ class TestThroughTheGateway:
         assert 'dial = "*100*{pin}#"' in recorded and 'send = "{pin}"' in recorded and "--var pin=" in recorded
         for file in files:
             load_transcript(file)  # a recorded file with {pin} is a valid transcript
+
+
+async def test_smpp_answers_a_pin_dial_without_echoing_the_pin() -> None:
+    """Over SMPP, `*100*PIN#` is answered from `*100`: the PIN is not sent back in any
+    submit_sm, and the top-up is done."""
+    async with serving("smpp") as endpoint:
+        from ussd_gateway.testkit.transcripts import make_channel
+
+        channel = make_channel("smpp", smpp=endpoint.smpp)
+        screen = await channel.dial(fresh(), f"*100*{CARD_10K[14]}#")
+        await channel.close()
+        assert screen.end and screen.text.startswith("Nap the thanh cong 10.000d")
+        async with aiohttp.ClientSession() as http, http.get(f"http://{endpoint.smpp}/pdus") as response:
+            entries = (await response.json())["pdus"]
+    submits = [e for e in entries if e["command"] == "submit_sm"]
+    assert submits and all(e["fields"]["source_addr"] == "*100" for e in submits)
+    assert not any(CARD_10K[14] in repr(e["fields"]) for e in submits)
