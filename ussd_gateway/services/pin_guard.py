@@ -121,6 +121,7 @@ def guard_for(store: object, settings: ServiceSettings) -> PinGuard:
     if found is not None and found[0] is store:
         return found[1]
     client = getattr(store, "client", None)
-    guard: PinGuard = RedisPinGuard(client, settings) if client is not None else MemoryPinGuard(settings)
+    prefix = str(getattr(store, "_prefix", "ussd"))  # the session store's key prefix, if it has one
+    guard: PinGuard = RedisPinGuard(client, settings, prefix) if client is not None else MemoryPinGuard(settings)
     _GUARDS[id(store)] = (store, guard)
     return guard
