@@ -170,7 +170,7 @@ class TestSmppFromTheCommandLine:
         async with SmscSimulator(port=0) as smsc:
             config = tmp_path / "config.toml"
             config.write_text(
-                f'[[smpp.binds]]\nname = "main"\nport = {smsc.port}\nshort_codes = ["9237", "999"]\nreconnect_min_s = 0.1\n',
+                f'[[smpp.binds]]\nname = "main"\npassword = "secret"\nport = {smsc.port}\nshort_codes = ["9237", "999"]\nreconnect_min_s = 0.1\n',
                 encoding="utf-8",
             )
             process = await asyncio.create_subprocess_exec(
@@ -200,7 +200,7 @@ class TestSmppFromTheCommandLine:
 
         async with SmscSimulator(port=0, control_port=free_port()) as smsc:
             settings = dataclasses.replace(
-                make_settings(), smpp=SmppSettings(binds=(BindSettings(name="b", port=smsc.port, reconnect_min_s=0.05),))
+                make_settings(), smpp=SmppSettings(binds=(BindSettings(name="b", password="secret", port=smsc.port, reconnect_min_s=0.05),))
             )
             await aiohttp_client(create_app(settings))
             await smsc.wait_bound(timeout=5)

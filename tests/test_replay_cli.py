@@ -89,7 +89,7 @@ def smpp_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("smpp")
     smsc = start("smsc", "--port", str(smpp_port), "--control-port", str(control_port), "--quiet", cwd=workdir)
     config = workdir / "smpp.toml"
-    config.write_text(f'[[smpp.binds]]\nname = "sim"\nport = {smpp_port}\nshort_codes = ["9237", "999"]\n')
+    config.write_text(f'[[smpp.binds]]\nname = "sim"\npassword = "secret"\nport = {smpp_port}\nshort_codes = ["9237", "999"]\n')
     serve = None
     try:
         wait_http(f"http://127.0.0.1:{control_port}/binds", smsc)

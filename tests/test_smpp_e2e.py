@@ -61,6 +61,7 @@ class Rig:
 def bind_for(port: int, **changes: Any) -> BindSettings:
     values: dict[str, Any] = {
         "name": "smsc-test",
+        "password": "secret",
         "port": port,
         "short_codes": ("9237", "999"),
         "enquire_link_s": 5.0,
@@ -178,7 +179,9 @@ class TestUssdOverSmpp:
             await first.walk(dialogue, "2")
             from ussd_gateway.core.hop import Hop, HopKind
 
-            session_id = f"smpp:{ALICE}:{dialogue.session_info & 0xFF00}"
+            from ussd_gateway.channels.smpp.ussd import session_id as smpp_session_id
+
+            session_id = smpp_session_id(first.channel.binds[0], {"its_session_info": dialogue.session_info}, ALICE)
             reply = await second_client.server.app[GATEWAY].dispatcher.handle(
                 Hop("smpp", session_id, ALICE, "*090#", HopKind.CONTINUE, inputs=("1",), hop_key="u:other")
             )
@@ -392,3 +395,30 @@ class TestShortcutDialOverSmpp:
         assert "Goi Data:" in screen.text
         detail = await rig.walk(dialogue, "1")
         assert "Goi D15" in detail.text and "Dang ky?" in detail.text
+
+
+class TestSubscriberLimitsOverSmpp:
+    async def test_mo_sms_over_the_rate_is_accepted_and_not_answered(self, aiohttp_client: Any) -> None:
+        """A subscriber (or a machine) texting faster than `msisdn_sms_per_minute` gets
+        no more replies: no loop with an automated sender, and the SMSC does not resend."""
+        import dataclasses
+
+        from ussd_gateway.app.config import SmppSettings
+
+        smsc = SmscSimulator(port=0)
+        await smsc.start()
+        settings = make_settings(limits={"msisdn_sms_per_minute": 3})
+        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=(bind_for(smsc.port),)))
+        client = await aiohttp_client(create_app(settings))
+        try:
+            await smsc.wait_bound(timeout=5)
+            for text in ("DIEM", "XN", "DIEM"):
+                await smsc.send_mo(POOR, "9237", text)
+                await smsc.next_mt(POOR, timeout=5)
+            await smsc.send_mo(POOR, "9237", "XN")
+            with pytest.raises(TimeoutError):
+                await smsc.next_mt(POOR, timeout=1)
+            assert 'ussd_limited_total{limit="sms"} 1.0' in (await (await client.get("/metrics")).text())
+        finally:
+            await client.close()
+            await smsc.stop()

@@ -165,6 +165,7 @@ async def smsc() -> AsyncIterator[MiniSmsc]:
 def settings_for(smsc: MiniSmsc, **overrides: Any) -> BindSettings:
     options: dict[str, Any] = {
         "name": "test",
+        "password": "secret",
         "port": smsc.port,
         "window": 3,
         "enquire_link_s": 5.0,
@@ -310,7 +311,7 @@ class TestReconnect:
 
     async def test_stop_at_any_moment_ends_run(self) -> None:
         """stop() landing mid-connect or mid-backoff still ends run() normally."""
-        settings = BindSettings(name="test", port=1, reconnect_min_s=0.001, reconnect_max_s=0.002)
+        settings = BindSettings(name="test", password="secret", port=1, reconnect_min_s=0.001, reconnect_max_s=0.002)
         for i in range(30):
             link = SmppLink(settings, accept_all)
             run = asyncio.create_task(link.run())
@@ -320,7 +321,7 @@ class TestReconnect:
 
     async def test_unreachable_smsc_submit_unavailable(self) -> None:
         """With no SMSC listening, submit gives up after its timeout with LinkUnavailable."""
-        async with running(BindSettings(name="test", port=1, reconnect_min_s=0.05, reconnect_max_s=0.1)) as link:
+        async with running(BindSettings(name="test", password="secret", port=1, reconnect_min_s=0.05, reconnect_max_s=0.1)) as link:
             started = time.monotonic()
             with pytest.raises(LinkUnavailable, match="not bound"):
                 await link.submit(SUBMIT, timeout=0.3)

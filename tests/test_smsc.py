@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 
 from ussd_gateway.channels.smpp.config import UssdDialect
+from ussd_gateway.channels.smpp.dcs import decode_ussd
 from ussd_gateway.channels.smpp.encoding import decode_text, split_sms
 from ussd_gateway.channels.smpp.pdu import (
     ESME_RALYBND,
@@ -315,7 +316,8 @@ class TestUssd:
         assert fields["ussd_service_op"] == 1 and fields["esm_class"] == 0
         assert fields["service_type"] == "USSD"
         assert (fields["source_addr"], fields["destination_addr"]) == (MSISDN, "*090")
-        assert decode_text(fields["data_coding"], fields["short_message"]) == "*090#"
+        assert fields["data_coding"] == 0x0F  # the USSD DCS: GSM 7-bit, language unspecified
+        assert decode_ussd(fields["data_coding"], fields["short_message"], packed=False) == "*090#"
         session = fields["its_session_info"]
         assert session == dialogue.session_info == dialogue.number << 8 and not session & 1
         first_umr = fields["user_message_reference"]
@@ -328,7 +330,7 @@ class TestUssd:
         answer = await esme.next()
         assert answer.fields["ussd_service_op"] == 18
         assert answer.fields["its_session_info"] == session
-        assert decode_text(answer.fields["data_coding"], answer.fields["short_message"]) == "1"
+        assert decode_ussd(answer.fields["data_coding"], answer.fields["short_message"], packed=False) == "1"
         assert answer.fields["user_message_reference"] == first_umr + 1
 
         await esme.submit(**screen(MSISDN, session | 1, "Balance: 50000 VND", 17))

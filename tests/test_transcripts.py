@@ -65,7 +65,7 @@ async def serving(kind: str = "json", *, settings: Settings | None = None, redis
         smsc = SmscSimulator(port=0, control_port=0, enquire_link_s=None)
         await smsc.start()
         bind = BindSettings(
-            name="replay", port=smsc.port, short_codes=("9237", "999"), response_timeout_s=2.0, reconnect_min_s=0.05, reconnect_max_s=0.5
+            name="replay", password="secret", port=smsc.port, short_codes=("9237", "999"), response_timeout_s=2.0, reconnect_min_s=0.05, reconnect_max_s=0.5
         )
         settings = dataclasses.replace(settings, smpp=SmppSettings(binds=(bind,)))
     app = create_app(settings)

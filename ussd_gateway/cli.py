@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -40,14 +41,15 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_worker(settings: Settings, reuse_port: bool) -> None:
-    """One serving process: compile menus, open the port, serve until SIGTERM/SIGINT."""
-    from aiohttp import web
-
+def run_worker(settings: Settings, listeners: list[socket.socket] | None = None) -> None:
+    """One serving process: compile menus, serve on `listeners` (bound by the
+    supervisor and shared by the workers) or on its own, until SIGTERM/SIGINT."""
     from ussd_gateway.menus.compiler import MenuError
 
     from ussd_gateway.core.logs import configure_logging
+    from ussd_gateway.core.secrets import mask_url
     from ussd_gateway.app.server import create_app
+    from ussd_gateway.app.serving import run
 
     configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
     _install_uvloop()
@@ -64,59 +66,42 @@ def run_worker(settings: Settings, reuse_port: bool) -> None:
     # Freezing them after start-up leaves the collector only what hops allocate.
     gc.collect()
     gc.freeze()
-    store = f"redis {settings.sessions.redis_url}" if settings.sessions.redis_url else "memory"
+    store = f"redis {mask_url(settings.sessions.redis_url)}" if settings.sessions.redis_url else "memory"
+    admin = f", admin on http://{settings.admin.host}:{settings.admin.port}" if settings.admin.port else ""
     print(
-        f"ussd-gateway pid {os.getpid()} listening on http://{settings.http.host}:{settings.http.port} "
+        f"ussd-gateway pid {os.getpid()} listening on http://{settings.http.host}:{settings.http.port}{admin} "
         f"(sessions: {store}, backend: {settings.backend.kind})",
         file=sys.stderr,
         flush=True,
     )
-    web.run_app(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-    )
+    run(app, settings, listeners=listeners)
 
 
 def serve(args: argparse.Namespace) -> int:
+    from ussd_gateway.app.exposure import check_exposure
+
     settings = _settings(args)
+    check_exposure(settings)  # before any worker starts: refuse to expose unprotected routes
     workers = args.workers
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     if workers == 1:
-        run_worker(settings, reuse_port=False)
+        run_worker(settings)
         return 0
     if not settings.sessions.redis_url:
         raise ConfigError(
             f"--workers {workers} needs a shared session store: pass --redis-url (the memory store lives in one process)"
         )
-    import multiprocessing
+    from ussd_gateway.app.serving import bind_listeners
+    from ussd_gateway.app.supervisor import Supervisor
 
     # Every worker writes its metrics to files here; /metrics on any worker merges them.
     metrics_dir = tempfile.TemporaryDirectory(prefix="ussd-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run_worker, args=(settings, True), name=f"worker-{n}") for n in range(workers)]
-    for process in processes:
-        process.start()
-
-    def stop(signum: int, _frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid:
-                os.kill(process.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    code = 0
-    for process in processes:
-        process.join()
-        code = code or (process.exitcode or 0)
-    metrics_dir.cleanup()
-    return code
+    try:
+        return Supervisor(run_worker, (settings, bind_listeners(settings)), workers).run()
+    finally:
+        metrics_dir.cleanup()
 
 
 # ---- menus check ----------------------------------------------------------------------------
@@ -279,6 +264,7 @@ def smsc(args: argparse.Namespace) -> int:
             control_port=args.control_port or None,
             enquire_link_s=args.enquire_link or None,
             on_pdu=None if args.quiet else show,
+            preset=args.preset,
         )
         async with simulator:
             control = f", control API http://127.0.0.1:{simulator.control_port}" if simulator.control_port else ""
@@ -345,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--password", default="secret", help="its password (default secret)")
     m.add_argument("--enquire-link", type=float, default=30.0, help="seconds between our enquire_link (0: never)")
     m.add_argument("--quiet", action="store_true", help="do not print every PDU")
+    m.add_argument("--preset", help="emulate a USSD gateway of smpp/presets/ (3gpp, sixdee, mica, msisdn; default 3gpp)")
     m.set_defaults(func=smsc)
 
     ld = commands.add_parser("load", help="drive many simulated subscribers against a running server")
@@ -417,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        from ussd_gateway.core.secrets import scrub
+
+        print(f"configuration error: {scrub(str(error))}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,47 @@ class HttpSettings:
     port: int = 8080
     max_body_bytes: int = 8192
     """Gateways send a few hundred bytes; anything bigger is refused with 413."""
+    tokens: tuple[str, ...] = ()
+    """Non-empty: the gateway routes want `Authorization: Bearer <one of them>` (401 otherwise)."""
+    allow_from: tuple[str, ...] = ()
+    """Non-empty: only these addresses or networks (CIDR) reach the gateway routes (403)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peers (addresses or CIDR) whose `X-Forwarded-For` names the real caller."""
+    signing_secrets: tuple[str, ...] = ()
+    """Non-empty: gateway requests carry an HMAC-SHA256 signature by one of these."""
+    signature_max_age_s: int = 300
+    """A signature older (or further in the future) than this is refused; each is used once."""
+    allow_unauthenticated: bool = False
+    """Serve the gateway routes beyond loopback without tokens, allow-list or signatures."""
+    header_timeout_s: float = 10.0
+    """A request's head must arrive within this (and an idle connection closes after it)."""
+    body_timeout_s: float = 10.0
+    """A request's body must arrive within this (408 otherwise)."""
+    max_connections_per_peer: int = 256
+    """Open connections from one address, at most; more are closed at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The testers' and operators' routes: /sim, /sms/outbound, /menus/graph, /metrics."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0: no admin listener (the admin routes are on the main one, loopback binds only)."""
+    token: str = ""
+    """Non-empty: the admin routes want it (`Authorization: Bearer`, or Basic's password)."""
+    expose_on_main: bool = False
+    """Serve the admin routes on a non-loopback main listener too (needs `token`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Rates per subscriber and per caller; 0 turns one off. See docs/operations.md."""
+
+    msisdn_hops_per_minute: int = 300
+    msisdn_sessions_per_minute: int = 60
+    msisdn_sms_per_minute: int = 30
+    peer_requests_per_second: int = 20000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +76,19 @@ class SessionSettings:
     """A dialogue dropped without an END and redialled within this is offered back."""
     hop_deadline_ms: int = 800
     """Every hop is answered within this, the busy END included."""
-    lock_ttl_ms: int = 5000
-    """A crashed process's lock frees itself after this."""
+    lock_ttl_ms: int = 1000
+    """A dead or cancelled hop's per-subscriber lock frees itself after this: about one
+    hop deadline, so the gateway's retry is served rather than answered busy. A hop
+    never outlives its lock (the deadline is shorter), and a money write that reaches
+    Redis after the lock expired changes nothing (it checks the lock)."""
+    begin_retry_ms: int = 5000
+    """A begin is answered from the saved reply only this soon after it (a gateway's
+    retry); later, the same session id begins a new dialogue (ids are recycled)."""
     redis_timeout_ms: int = 300
+    outbox_sweep_s: float = 30.0
+    """How often a worker moves SMS outboxes left behind by a process that died between
+    a debit and queueing its SMS (Redis only; 0: never). The SMS then leaves at most this
+    late; the debit's own hop moves its SMS at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +153,8 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     smpp: SmppSettings = field(default_factory=SmppSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""
@@ -113,8 +166,21 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what is expected."""
 
 
+SECRET_KEYS = frozenset({"tokens", "signing_secrets", "token", "http_token", "password", "redis_url"})
+"""Keys whose values are never repeated in an error message."""
+
+
 def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
     where = f"[{section}] {key}"
+    if key in SECRET_KEYS and not isinstance(value, (str, list, tuple)):
+        raise ConfigError(f"{where} must be {'a list of strings' if isinstance(expected, tuple) else 'a string'} (value not shown)")
+    if isinstance(expected, tuple):
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            shown = "(value not shown)" if key in SECRET_KEYS else f"got {value!r}"
+            raise ConfigError(f"{where} must be a list of strings, {shown}")
+        return tuple(value)
     if isinstance(expected, bool):
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -144,9 +210,9 @@ def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
 
 
 def parse_binds(raw: Any, origin: str) -> tuple[Any, ...]:
-    """`[[smpp.binds]]` tables into BindSettings, with `[smpp.binds.ussd]` for the
-    operator's USSD dialect. Unknown keys and wrong types are refused by name."""
-    from ussd_gateway.channels.smpp.config import BindSettings, UssdDialect
+    """`[[smpp.binds]]` tables into BindSettings (`channels.smpp.presets.bind_settings`:
+    presets, the operator's USSD dialect, required password). Mistakes are refused by name."""
+    from ussd_gateway.channels.smpp.presets import BindConfigError, bind_settings
 
     if not isinstance(raw, list):
         raise ConfigError(f"{origin}: [smpp] binds must be an array of tables ([[smpp.binds]])")
@@ -154,29 +220,10 @@ def parse_binds(raw: Any, origin: str) -> tuple[Any, ...]:
     names: set[str] = set()
     for index, table in enumerate(raw):
         where = f"{origin}: [[smpp.binds]] #{index + 1}"
-        if not isinstance(table, Mapping) or not table.get("name"):
-            raise ConfigError(f"{where} needs a `name`")
-        values = dict(table)
-        dialect_raw = values.pop("ussd", {})
-        known = {f.name for f in dataclasses.fields(BindSettings)} - {"ussd"}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-        dialect_known = {f.name for f in dataclasses.fields(UssdDialect)}
-        if set(dialect_raw) - dialect_known:
-            raise ConfigError(f"{where}: unknown [ussd] key(s) {', '.join(sorted(set(dialect_raw) - dialect_known))}")
-        for key in ("short_codes", "service_codes"):
-            if key in values:
-                values[key] = tuple(str(v) for v in values[key])
-        for key in ("op_begin", "op_continue", "op_abort"):
-            if key in dialect_raw:
-                dialect_raw[key] = tuple(int(v) for v in dialect_raw[key])
-        if values.get("mode", "transceiver") not in ("transceiver", "transmitter_receiver"):
-            raise ConfigError(f"{where}: mode must be transceiver or transmitter_receiver")
         try:
-            bind = BindSettings(**values, ussd=UssdDialect(**dialect_raw))
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            bind = bind_settings(table, where)
+        except BindConfigError as exc:
+            raise ConfigError(str(exc)) from None
         if bind.name in names:
             raise ConfigError(f"{where}: bind name {bind.name!r} is used twice")
         names.add(bind.name)

@@ -7,17 +7,24 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from ussd_gateway.app.config import Settings
+from ussd_gateway.app.exposure import check_exposure, guard_policy
 from ussd_gateway.channels.http import africastalking, json_api, sms_http
+from ussd_gateway.channels.http.body import BODY_TIMEOUT, BodyTimeout
+from ussd_gateway.channels.http.guard import Guard
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
+from ussd_gateway.core.secrets import mask_url, register_secrets
 from ussd_gateway.app.wiring import Gateway, build_gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
 """The SMPP channel (`smpp.channel.SmppChannel`) when binds are configured."""
+GUARD = web.AppKey("guard", Guard)
+"""Who may call (tokens, allow-list, signatures, admin routes, per-caller rate)."""
 GRAPH_CACHE = web.AppKey("menus_graph", dict)
 """GET /menus/graph's renderings, per format (the menus do not change while serving)."""
 
@@ -28,10 +35,17 @@ def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]
         try:
             hop = await dialect.parse(request)
         except BadRequest as error:
-            return dialect.render_error(error)
+            return _with_status(dialect.render_error(error), error)
         return dialect.render(await gateway.dispatcher.handle(hop))
 
     return handle
+
+
+def _with_status(response: web.Response, error: BadRequest) -> web.Response:
+    """A body that never arrived whole is 408, not 400."""
+    if isinstance(error, BodyTimeout):
+        response.set_status(408)
+    return response
 
 
 async def mo_sms(request: web.Request) -> web.Response:
@@ -40,8 +54,14 @@ async def mo_sms(request: web.Request) -> web.Response:
     try:
         sms = await sms_http.parse(request)
     except BadRequest as error:
-        return sms_http.render_error(error)
+        return _with_status(sms_http.render_error(error), error)
+    limiter = gateway.dispatcher.limiter
     try:
+        if limiter is not None and (limit := await limiter.check_sms(sms.msisdn)) is not None:
+            # Over the rate: no reply at all (an automated sender answering our replies
+            # would otherwise loop with us), and 200 so the aggregator does not retry.
+            gateway.metrics.guard.count_limited(limit)
+            return sms_http.render(None)
         async with asyncio.timeout(gateway.dispatcher.settings.hop_deadline_s * 2):
             lang = await gateway.store.get_language(sms.msisdn)
             reply = await gateway.keywords.handle(sms.msisdn, sms.short_code, sms.text, message_key=sms.message_key, lang=lang)
@@ -57,10 +77,10 @@ async def outbound_sms(request: web.Request) -> web.Response:
     except BadRequest as error:
         return sms_http.render_error(error)
     try:
-        queued = await request.app[GATEWAY].store.outbound_sms(1000)
+        queued = await request.app[GATEWAY].store.recent_sms(msisdn, 1000)
     except DependencyDown:
         return web.json_response({"error": "service busy, try again later"}, status=503)
-    return web.json_response([{"from": s.sender, "text": s.text} for s in queued if s.to == msisdn])
+    return web.json_response([{"from": s.sender, "text": s.text} for s in queued])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -70,9 +90,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The session store answers; 503 otherwise (take this instance out of rotation)."""
-    if await request.app[GATEWAY].store.ping():
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "store unreachable"}, status=503)
+    gateway = request.app[GATEWAY]
+    store = mask_url(gateway.settings.sessions.redis_url) if gateway.settings.sessions.redis_url else "memory"
+    if await gateway.store.ping():
+        return web.json_response({"status": "ready", "store": store})
+    return web.json_response({"status": "store unreachable", "store": store}, status=503)
 
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -115,19 +137,58 @@ async def menus_graph(request: web.Request) -> web.Response:
             cache[fmt] = await asyncio.get_running_loop().run_in_executor(None, render)
         except GraphvizMissing as error:
             return web.json_response({"error": str(error)}, status=503)
+        except RuntimeError:  # Graphviz is installed but failed (a broken install): not the caller's fault
+            return web.json_response({"error": "Graphviz could not draw the map (see `dot -V`); try ?format=mermaid"}, status=503)
     charset = None if fmt == "svg" else "utf-8"
     return web.Response(body=cache[fmt], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every configured secret, for the log scrubber (`core.secrets`)."""
+    found = [*settings.http.tokens, *settings.http.signing_secrets, settings.admin.token, settings.backend.http_token]
+    found += [settings.sessions.redis_url, settings.backend.http_url]
+    found += [getattr(bind, "password", "") for bind in settings.smpp.binds]
+    return [value for value in found if value]
+
+
+def start_outbox_sweeper(store: object, every_s: float) -> asyncio.Task[None] | None:
+    """Move the SMS outboxes a dead process left behind (it died between a debit and
+    moving its SMS to the queue): at start, so a restarted worker picks them up, then
+    every `every_s`. Only the Redis store has outboxes; 0 turns the sweep off."""
+    sweep = getattr(store, "sweep_outboxes", None)
+    if sweep is None or every_s <= 0:
+        return None
+    log = structlog.get_logger("ussd_gateway.outbox")
+
+    async def run() -> None:
+        while True:
+            try:
+                moved = await sweep()
+                if moved:
+                    log.warning("outbox_swept", moved=moved)
+            except DependencyDown as exc:
+                log.warning("outbox_sweep_failed", error=str(exc))
+            await asyncio.sleep(every_s)
+
+    return asyncio.get_running_loop().create_task(run())
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
     """The gateway's web application. Menus compile here (a bad definition stops the
     start with every problem listed); connections open lazily and close on cleanup."""
+    check_exposure(settings)
+    register_secrets(secrets_of(settings))
     built = gateway or build_gateway(settings)
-    app = web.Application(client_max_size=settings.http.max_body_bytes)
+    shared_counters = getattr(built.store, "client", None)  # Redis, when the sessions are there
+    guard = Guard(guard_policy(settings), built.metrics.guard, built.store.claim_once, redis=shared_counters)
+    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[guard.middleware])
     app[GATEWAY] = built
+    app[GUARD] = guard
+    app[BODY_TIMEOUT] = settings.http.body_timeout_s
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         channel = None
+        sweeper = start_outbox_sweeper(app[GATEWAY].store, settings.sessions.outbox_sweep_s)
         if settings.smpp.binds:
             from ussd_gateway.channels.smpp.channel import SmppChannel
 
@@ -135,6 +196,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
             await channel.start()
             app[SMPP] = channel
         yield
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         if channel is not None:
             await channel.stop()
         await app[GATEWAY].close()

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from ussd_gateway.sessions.memory import MemoryStore
+from ussd_gateway.sessions.ratelimit import Limits, SubscriberLimiter
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.redis_store import RedisStore
 from ussd_gateway.sessions.store import SessionStore
@@ -48,7 +49,10 @@ class ActionRunner:
         context = ActionContext(
             msisdn=record.msisdn,
             session_id=record.session_id,
-            idempotency_key=f"{record.session_id}:{record.seq}:{number}",
+            # Per dialogue (its nonce), per hop, per action within the hop. A retried hop
+            # re-runs its step from the same saved record, so it carries the same key
+            # and the backend answers with the first attempt's result.
+            idempotency_key=f"{record.nonce or record.session_id}:{record.seq}:{number}",
             record=record,
             args=resolve_args(screen.args, record.vars),
             backend=self.backend,
@@ -91,11 +95,15 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
     redis_client: aioredis.Redis | None = None
     store: SessionStore
     s = settings.sessions
+    metrics = metrics or Metrics()
+    dropped = metrics.sms_dropped.inc
     if s.redis_url:
-        store = RedisStore.from_url(s.redis_url, socket_timeout_s=s.redis_timeout_ms / 1000, lock_ttl_ms=s.lock_ttl_ms)
+        store = RedisStore.from_url(
+            s.redis_url, socket_timeout_s=s.redis_timeout_ms / 1000, lock_ttl_ms=s.lock_ttl_ms, on_sms_dropped=dropped
+        )
         redis_client = store.client
     else:
-        store = MemoryStore(lock_ttl_s=s.lock_ttl_ms / 1000)
+        store = MemoryStore(lock_ttl_s=s.lock_ttl_ms / 1000, on_sms_dropped=dropped)
     b = settings.backend
     backend = build_backend(
         b.kind,
@@ -104,6 +112,8 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         http_url=b.http_url or None,
         http_timeout_s=b.http_timeout_ms / 1000,
         http_token=b.http_token or None,
+        outbox=store if isinstance(store, RedisStore) else None,
+        redis_timeout_s=s.redis_timeout_ms / 1000,
     )
     service_settings = settings.services
     runner = ActionRunner(menus, backend, store, service_settings)
@@ -118,16 +128,21 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
     recorder = build_recorder(settings.recording)
     if recorder is not None:  # scratch-card PINs are masked in recordings
         recorder.secret_codes, recorder.secret_prompts = secret_parts(menus)
+    lim = settings.limits
+    limits = Limits(lim.msisdn_hops_per_minute, lim.msisdn_sessions_per_minute, lim.msisdn_sms_per_minute)
+    limiter = SubscriberLimiter(limits, store if isinstance(store, RedisStore) else None) if limits.active else None
     dispatcher = Dispatcher(
         engine,
         store,
         settings=DispatchSettings(
             hop_deadline_s=s.hop_deadline_ms / 1000,
             session_ttl_s=s.ttl_s,
+            begin_retry_ms=s.begin_retry_ms,
             default_lang=settings.screen.default_language,
         ),
         metrics=metrics,
         recorder=recorder,
+        limiter=limiter,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
     return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)

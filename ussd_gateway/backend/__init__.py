@@ -11,6 +11,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from ussd_gateway.backend.demo import DemoBackend, DemoData, load_demo_data
+from ussd_gateway.backend.demo_redis import OutboxSink
 from ussd_gateway.backend.http import HttpBackend
 from ussd_gateway.backend.port import (
     CYCLE_DAYS,
@@ -64,6 +65,8 @@ def build_backend(
     http_url: str | None = None,
     http_timeout_s: float = 0.8,
     http_token: str | None = None,
+    outbox: OutboxSink | None = None,
+    redis_timeout_s: float = 0.3,
 ) -> SubscriberBackend:
     """The backend configuration asks for.
 
@@ -86,4 +89,4 @@ def build_backend(
         raise ValueError("backend kind 'redis' needs a Redis client (redis_client)")
     if kind == "memory" or redis_client is None:
         return DemoBackend.in_memory(data)
-    return DemoBackend.on_redis(redis_client, data)
+    return DemoBackend.on_redis(redis_client, data, outbox=outbox, timeout_s=redis_timeout_s)

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from ussd_gateway.core.msisdn import normalise_msisdn
 
 from ussd_gateway.backend.demo_data import DemoData, load_demo_data
-from ussd_gateway.backend.demo_redis import RedisStorage, redis_client
+from ussd_gateway.backend.demo_redis import OutboxSink, RedisStorage, redis_client
 from ussd_gateway.backend.demo_rules import (
     bundle_rule,
     cancel_renewal_rule,
@@ -35,6 +35,7 @@ from ussd_gateway.backend.port import (
     BundleChoice,
     Catalogue,
     ChangeResult,
+    Confirm,
     Feedback,
     PurchaseResult,
     UsageProfile,
@@ -57,6 +58,10 @@ class DemoBackend(SelfcareDemo):
     def __init__(self, data: DemoData, storage: Storage) -> None:
         self._data = data
         self._storage = storage
+        # On Redis with an outbox, the money script queues the confirmation SMS with
+        # the debit. In memory, the caller's enqueue right after the purchase is as
+        # atomic: neither awaits anything that suspends, so no cancel falls between.
+        self.queues_confirmations = isinstance(storage, RedisStorage) and storage.has_outbox
 
     @classmethod
     def in_memory(cls, data: DemoData | None = None) -> "DemoBackend":
@@ -66,7 +71,13 @@ class DemoBackend(SelfcareDemo):
 
     @classmethod
     def on_redis(
-        cls, client_or_url: aioredis.Redis | str, data: DemoData | None = None, prefix: str = "ussd"
+        cls,
+        client_or_url: aioredis.Redis | str,
+        data: DemoData | None = None,
+        prefix: str = "ussd",
+        *,
+        outbox: OutboxSink | None = None,
+        timeout_s: float = 0.3,
     ) -> "DemoBackend":
         """State lives in Redis, shared by every gateway process. Given a URL, the
         backend owns its client and closes it in `close()`; given a client, the caller
@@ -74,7 +85,9 @@ class DemoBackend(SelfcareDemo):
         data = data if data is not None else load_demo_data()
         owned = isinstance(client_or_url, str)
         client = redis_client(client_or_url) if isinstance(client_or_url, str) else client_or_url
-        storage = RedisStorage(client, lambda msisdn: data.new_account(msisdn, date.today()), prefix, owned=owned)
+        storage = RedisStorage(
+            client, lambda msisdn: data.new_account(msisdn, date.today()), prefix, owned=owned, timeout_s=timeout_s, outbox=outbox
+        )
         return cls(data, storage)
 
     @property
@@ -90,14 +103,20 @@ class DemoBackend(SelfcareDemo):
     async def usage_profile(self, msisdn: str) -> UsageProfile:
         return self._data.usage(normalise_msisdn(msisdn))
 
-    async def purchase(self, msisdn: str, package_code: str, idempotency_key: str) -> PurchaseResult:
+    async def purchase(
+        self, msisdn: str, package_code: str, idempotency_key: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
+        # The debit, the points it earns and their history entry: one change (`_tracked`).
         rule = earning(purchase_rule(self._data.catalogue, package_code, date.today()), self._data.selfcare)
-        return await self._tracked(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule, "earn", package_code.upper())
+        key = _checked_key(idempotency_key)
+        return await self._tracked(normalise_msisdn(msisdn), key, rule, "earn", package_code.upper(), confirm)
 
-    async def buy_bundle(self, msisdn: str, choice: BundleChoice, idempotency_key: str) -> PurchaseResult:
+    async def buy_bundle(
+        self, msisdn: str, choice: BundleChoice, idempotency_key: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
         key = _checked_key(idempotency_key)
         rule = earning(bundle_rule(self._data.catalogue, choice, key, date.today()), self._data.selfcare)
-        return await self._tracked(normalise_msisdn(msisdn), key, rule, "earn", choice.name)
+        return await self._tracked(normalise_msisdn(msisdn), key, rule, "earn", choice.name, confirm)
 
     async def redeem(self, msisdn: str, reward_code: str, idempotency_key: str) -> PurchaseResult:
         rule = redeem_rule(self._data.catalogue, reward_code, date.today())

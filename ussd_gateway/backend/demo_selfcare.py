@@ -6,22 +6,29 @@ rules are in `demo_selfcare_rules`, the seed in `demo_selfcare_seed`. Each subsc
 self-care state (`CareState`) lives beside their account, in the same storage mode:
 
 - in memory, under the same per-subscriber lock as the account (`MemoryStorage`);
-- in Redis, as `ussd:{msisdn}:care`, changed in one WATCH/MULTI/EXEC transaction with
-  the account key and the call's idempotency key (`ussd:{msisdn}:cidem:<key>`), all
-  under the subscriber's hash tag, so one Redis Cluster slot.
+- in Redis, as `ussd:{msisdn}:care`, written with the account, the call's idempotency
+  record (`ussd:{msisdn}:cidem:<key>`) and any confirmation SMS by the demo backend's
+  one compare-and-set script (`RedisStorage.change_beside`, fenced by the hop's lock),
+  all under the subscriber's hash tag, so one Redis Cluster slot. No WATCH/MULTI.
 
 Money and points move exactly once per idempotency key, every answer (refusals too)
-is remembered for 24 h, like the purchases of `demo_storage`. Two things span two
-subscribers or the whole system and so cannot sit in one transaction:
+is remembered for 24 h, like the purchases of `demo_storage`. The points a purchase
+earns, and their history entry, are written by the same change as its debit.
+Two things span two subscribers or the whole system and so cannot sit in one script:
 
 - **A scratch card** is claimed first (`SET ussd:card:<digest> <msisdn>|<key> NX`,
-  PINs are kept only as digests), then credited in the subscriber's transaction. A
+  PINs are kept only as digests), then credited in the subscriber's change. A
   retried call with the same key finds its own claim and goes on; any other call
   finds the card used.
-- **A points transfer** debits the sender and notes the transfer as pending in one
-  transaction, credits the recipient under a key derived from the sender's (so once),
-  then clears the pending note. A transfer interrupted in between is completed by the
-  retry, or by the sender's next transfer.
+- **A points transfer** is two single-slot steps, each idempotent, completed by retry.
+  (1) In the sender's slot, one change debits the points, logs them and adds a pending
+  transfer record (`CareState.pending`, id = the call's key) to the sender's state.
+  (2) In the recipient's slot, one change credits them under the idempotency key
+  `xfer:<sender>:<id>` (so at most once, whoever runs it), then a last change in the
+  sender's slot drops the pending record. A transfer interrupted after (1) is
+  completed by the retry of the call (same key: its remembered answer, then step 2),
+  or by the sender's next transfer. Step 2 is not fenced by the hop's lock: it only
+  ever completes a debit already made.
 """
 
 from __future__ import annotations
@@ -33,14 +40,11 @@ from datetime import date, datetime, timezone
 from typing import Any, Protocol, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
-from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 
 from ussd_gateway.backend.demo_data import DemoData
-from ussd_gateway.backend.demo_redis import RedisStorage, _account_from_json, _redis_errors
+from ussd_gateway.backend.demo_redis import Beside, RedisStorage, _purchase_from_json
 from ussd_gateway.backend.demo_rules import Rule
 from ussd_gateway.backend.demo_selfcare_rules import (
     CareRule,
@@ -49,10 +53,10 @@ from ussd_gateway.backend.demo_selfcare_rules import (
     advance_quote,
     advance_rule,
     end_package_rule,
-    log_points_rule,
     pay_bill_rule,
     refused_topup,
     topup_rule,
+    tracked,
     transfer_credit_rule,
     transfer_debit_rule,
     transfer_done_rule,
@@ -66,6 +70,7 @@ from ussd_gateway.backend.port import (
     Bill,
     BillPayment,
     ChangeResult,
+    Confirm,
     Offer,
     PointsEntry,
     PurchaseResult,
@@ -95,13 +100,14 @@ class CareStore(Protocol):
 
     async def replayed(self, msisdn: str, key: str, cls: type[R]) -> R | None: ...
 
-    async def run(self, msisdn: str, key: str | None, rule: CareRule[R], cls: type[R]) -> R: ...
+    async def run(self, msisdn: str, key: str | None, rule: CareRule[R], cls: type[R], confirm: Confirm | None = None) -> R: ...
 
     async def claim_card(self, digest: str, owner: str) -> bool: ...
 
 
 class MemoryCare:
-    """In this process, under the account's own lock."""
+    """In this process, under the account's own lock: a rule's account and state are
+    stored together, with nothing awaited in between."""
 
     def __init__(self, accounts: MemoryStorage, new_state: Callable[[str], CareState]) -> None:
         self._accounts = accounts
@@ -123,7 +129,8 @@ class MemoryCare:
         done = self._done.get((msisdn, key))
         return done[1] if done is not None else None
 
-    async def run(self, msisdn: str, key: str | None, rule: CareRule[R], cls: type[R]) -> R:
+    async def run(self, msisdn: str, key: str | None, rule: CareRule[R], cls: type[R], confirm: Confirm | None = None) -> R:
+        # `confirm` is the caller's to queue (DemoBackend.queues_confirmations is False).
         async with self._accounts.account_lock(msisdn):
             now = time.monotonic()
             while self._done and next(iter(self._done.values()))[0] <= now:
@@ -144,66 +151,45 @@ class MemoryCare:
 
 
 class RedisCare:
-    """In Redis beside the account (see the module doc for the keys)."""
-
-    MAX_ATTEMPTS = 100
+    """In Redis beside the account (see the module doc for the keys): every change is
+    `RedisStorage.change_beside`, the account storage's fenced compare-and-set."""
 
     def __init__(self, accounts: RedisStorage, new_state: Callable[[str], CareState]) -> None:
         self._accounts = accounts
-        self._client: aioredis.Redis = accounts.client
         self._prefix = accounts.prefix
         self._new_state = new_state
+        self._sides: dict[type, Beside] = {}
 
-    def _care_key(self, msisdn: str) -> str:
-        return f"{self._prefix}:{{{msisdn}}}:care"
-
-    def _idem_key(self, msisdn: str, key: str) -> str:
-        return f"{self._prefix}:{{{msisdn}}}:cidem:{key}"
+    def _beside(self, cls: type[R]) -> Beside:
+        """The care state, with `cls` results remembered: purchases under the account
+        storage's own `idem:` keys, self-care calls under `cidem:`."""
+        side = self._sides.get(cls)
+        if side is None:
+            if cls is PurchaseResult:
+                idem, result = "idem:", _purchase_from_json
+            else:
+                idem, result = "cidem:", lambda raw: decode(cls, orjson.loads(raw))
+            side = Beside("care", self._new_state, lambda raw: decode(CareState, orjson.loads(raw)), idem, result)
+            self._sides[cls] = side
+        return side
 
     async def state(self, msisdn: str) -> CareState:
-        with _redis_errors():
-            raw = await self._client.get(self._care_key(msisdn))
+        raw = await self._accounts.command("GET", f"{self._prefix}:{{{msisdn}}}:care")
         return self._new_state(msisdn) if raw is None else decode(CareState, orjson.loads(raw))
 
     async def replayed(self, msisdn: str, key: str, cls: type[R]) -> R | None:
-        with _redis_errors():
-            raw = await self._client.get(self._idem_key(msisdn, key))
+        raw = await self._accounts.command("GET", f"{self._prefix}:{{{msisdn}}}:cidem:{key}")
         return None if raw is None else decode(cls, orjson.loads(raw))
 
-    async def run(self, msisdn: str, key: str | None, rule: CareRule[R], cls: type[R]) -> R:
-        watched = [self._accounts.account_key(msisdn), self._care_key(msisdn)]
-        if key is not None:
-            watched.append(self._idem_key(msisdn, key))
-        with _redis_errors():
-            for _ in range(self.MAX_ATTEMPTS):
-                async with self._client.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(*watched)
-                        stored = await pipe.mget(watched)
-                        if key is not None and stored[2] is not None:
-                            return decode(cls, orjson.loads(stored[2]))
-                        account = self._accounts.new_account(msisdn) if stored[0] is None else _account_from_json(stored[0])
-                        state = self._new_state(msisdn) if stored[1] is None else decode(CareState, orjson.loads(stored[1]))
-                        result, changed, new_state = rule(account, state)
-                        pipe.multi()
-                        if changed is not None or stored[0] is None:
-                            pipe.set(watched[0], orjson.dumps(changed if changed is not None else account))
-                        if new_state is not None or stored[1] is None:
-                            pipe.set(watched[1], orjson.dumps(new_state if new_state is not None else state))
-                        if key is not None:
-                            pipe.set(watched[2], orjson.dumps(result), ex=IDEMPOTENCY_TTL_S)
-                        await pipe.execute()
-                        return result
-                    except WatchError:
-                        continue
-        raise DependencyDown(f"subscriber store (Redis): {self.MAX_ATTEMPTS} conflicting updates in a row on one account; retry later")
+    async def run(self, msisdn: str, key: str | None, rule: CareRule[R], cls: type[R], confirm: Confirm | None = None) -> R:
+        result: R = await self._accounts.change_beside(msisdn, key, rule, self._beside(cls), confirm=confirm)
+        return result
 
     async def claim_card(self, digest: str, owner: str) -> bool:
         key = f"{self._prefix}:card:{digest}"
-        with _redis_errors():
-            if await self._client.set(key, owner, nx=True):
-                return True
-            current = await self._client.get(key)
+        if await self._accounts.command("SET", key, owner, "NX"):
+            return True
+        current = await self._accounts.command("GET", key)
         return current is not None and current.decode() == owner
 
 
@@ -229,22 +215,13 @@ class SelfcareDemo:
         return CareState(bill=seed.on(date.today()) if seed else None)
 
     # ---- points earned and spent by the existing purchases and redemptions ---------------------
-    async def _tracked(self, msisdn: str, key: str, rule: Rule[PurchaseResult], kind: str, ref: str) -> PurchaseResult:
-        """Run a purchase-like rule through the account storage, then note the points it
-        moved in the history (once per key)."""
-        moved: list[int] = []
-
-        def watched(account: Any) -> tuple[PurchaseResult, Any]:
-            result, changed = rule(account)
-            if changed is not None:
-                moved.append(changed.points - account.points)
-            return result, changed
-
-        result: PurchaseResult = await self._storage.change_once(msisdn, key, watched)
-        if result.status == "ok" and moved and moved[-1]:
-            entry = PointsEntry(at=_now(), kind=kind, points=moved[-1], ref=ref)  # type: ignore[arg-type]
-            await self._care.run(msisdn, None, log_points_rule(entry, key), bool)
-        return result
+    async def _tracked(
+        self, msisdn: str, key: str, rule: Rule[PurchaseResult], kind: str, ref: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
+        """Run a purchase-like rule with the history entry of the points it moves, in one
+        change of the account and the care state (one script on Redis, one step under
+        the subscriber's lock in memory), once per key."""
+        return await self._care.run(msisdn, key, tracked(rule, kind, ref, key, _now()), PurchaseResult, confirm)
 
     # ---- top-up --------------------------------------------------------------------------------
     async def topup(self, msisdn: str, pin: str, idempotency_key: str) -> TopupResult:

@@ -155,13 +155,17 @@ def earning(inner: Rule[PurchaseResult], seed: SelfcareSeed) -> Rule[PurchaseRes
     return rule
 
 
-def log_points_rule(entry: PointsEntry, key: str) -> CareRule[bool]:
-    """Note a movement of points in the history, once per key."""
+def tracked(inner: Rule[PurchaseResult], kind: str, ref: str, key: str, now: str) -> CareRule[PurchaseResult]:
+    """`inner` (a purchase, bundle or redemption) and, when it moves points, their entry
+    in the history: one change of the account and the state, so the points and their
+    history are written together with the debit, or not at all."""
 
-    def rule(account: Account, state: CareState) -> tuple[bool, Account | None, CareState | None]:
-        if key in state.logged:
-            return False, None, None
-        return True, None, _log(state, entry, key)
+    def rule(account: Account, state: CareState) -> tuple[PurchaseResult, Account | None, CareState | None]:
+        result, changed = inner(account)
+        if result.status != "ok" or changed is None or changed.points == account.points or key in state.logged:
+            return result, changed, None
+        entry = PointsEntry(at=now, kind=kind, points=changed.points - account.points, ref=ref)  # type: ignore[arg-type]
+        return result, changed, _log(state, entry, key)
 
     return rule
 

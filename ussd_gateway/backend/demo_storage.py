@@ -16,9 +16,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ussd_gateway.backend.demo_rules import R, Rule
-from ussd_gateway.backend.port import Account, Feedback, PurchaseResult
+from ussd_gateway.backend.port import Account, Confirm, Feedback, PurchaseResult
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+"""How long a money call's result is kept under its idempotency key. A key is only
+ever reused by retries of the hop or SMS that made it, which come within seconds
+(a gateway's retries, a resent deliver_sm, a subscriber's Retry in the web phone);
+24 h covers any such retry, a day of SMSC resends and an operator replaying a
+stuck queue, while bounding the keys to one day of purchases."""
 FEEDBACK_MAX = 10_000
 
 
@@ -29,7 +34,9 @@ class Storage(Protocol):
 
     async def change(self, msisdn: str, rule: Rule[R]) -> R: ...
 
-    async def change_once(self, msisdn: str, key: str, rule: Rule[PurchaseResult]) -> PurchaseResult: ...
+    async def change_once(
+        self, msisdn: str, key: str, rule: Rule[PurchaseResult], confirm: Confirm | None = None
+    ) -> PurchaseResult: ...
 
     async def add_feedback(self, feedback: Feedback) -> None: ...
 
@@ -69,7 +76,10 @@ class MemoryStorage:
         async with self._locks[msisdn]:
             return self._apply(msisdn, rule)
 
-    async def change_once(self, msisdn: str, key: str, rule: Rule[PurchaseResult]) -> PurchaseResult:
+    async def change_once(
+        self, msisdn: str, key: str, rule: Rule[PurchaseResult], confirm: Confirm | None = None
+    ) -> PurchaseResult:
+        # `confirm` is the caller's to queue (DemoBackend.queues_confirmations is False).
         async with self._locks[msisdn]:
             now = time.monotonic()
             while self._done and next(iter(self._done.values()))[0] <= now:

@@ -33,6 +33,7 @@ from ussd_gateway.backend.port import (
     BundleChoice,
     Catalogue,
     ChangeResult,
+    Confirm,
     Feedback,
     PurchaseResult,
     UsageProfile,
@@ -236,13 +237,22 @@ class HttpBackend(_SelfcareHttp):
     async def usage_profile(self, msisdn: str) -> UsageProfile:
         return await self._get(UsageProfile, "/v1/subscribers/{msisdn}/usage", msisdn=msisdn)
 
-    async def purchase(self, msisdn: str, package_code: str, idempotency_key: str) -> PurchaseResult:
+    queues_confirmations = False
+    """The billing API cannot queue our SMS in its own transaction: the action queues
+    it after the debit, retried and deduplicated by the idempotency key, so a hop cut
+    off in between queues it when the gateway retries (docs/operations.md)."""
+
+    async def purchase(
+        self, msisdn: str, package_code: str, idempotency_key: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
         return await self._outcome(
             PurchaseResult, PURCHASE_STATUSES, "POST", "/v1/subscribers/{msisdn}/purchases", msisdn=msisdn,
             body={"package_code": package_code, "idempotency_key": idempotency_key}, idempotency_key=idempotency_key,
         )
 
-    async def buy_bundle(self, msisdn: str, choice: BundleChoice, idempotency_key: str) -> PurchaseResult:
+    async def buy_bundle(
+        self, msisdn: str, choice: BundleChoice, idempotency_key: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
         body = {**dataclasses.asdict(choice), "idempotency_key": idempotency_key}
         return await self._outcome(
             PurchaseResult, PURCHASE_STATUSES, "POST", "/v1/subscribers/{msisdn}/bundles", msisdn=msisdn,

@@ -11,8 +11,11 @@ derives the key from (session, hop), so a gateway retry never charges twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
+
+from ussd_gateway.sessions.store import OutboundSms
 
 Category = Literal["data", "voice", "combo"]
 Cycle = Literal["day", "week", "month"]
@@ -197,6 +200,10 @@ class Feedback:
     """ISO timestamp, set by the backend when stored."""
 
 
+Confirm = Callable[["PurchaseResult"], OutboundSms]
+"""Renders the confirmation SMS of a successful purchase from its result."""
+
+
 # ---- self-care services: top-up, postpaid, points, offers, airtime advance ---------------
 @dataclass(frozen=True, slots=True)
 class TopupResult:
@@ -357,10 +364,19 @@ class SubscriberBackend(Protocol):
     async def usage_profile(self, msisdn: str) -> UsageProfile:
         """The subscriber's average month, for "suggested for you"."""
 
-    async def purchase(self, msisdn: str, package_code: str, idempotency_key: str) -> PurchaseResult:
+    queues_confirmations: bool
+    """True when the backend queues the confirmation SMS (`confirm`) itself, atomically
+    with the debit (the demo backend on Redis). Otherwise the caller queues it after
+    an `ok`, idempotently (the SMS dedupe key is the idempotency key)."""
+
+    async def purchase(
+        self, msisdn: str, package_code: str, idempotency_key: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
         """Debit the package price and activate it, exactly once per key."""
 
-    async def buy_bundle(self, msisdn: str, choice: BundleChoice, idempotency_key: str) -> PurchaseResult:
+    async def buy_bundle(
+        self, msisdn: str, choice: BundleChoice, idempotency_key: str, confirm: Confirm | None = None
+    ) -> PurchaseResult:
         """Price, debit and activate a self-built bundle, exactly once per key."""
 
     async def cancel_renewal(self, msisdn: str, package_code: str) -> ChangeResult:

@@ -33,7 +33,9 @@ class Hop:
     msisdn: str
     """The subscriber, normalised to E.164 without `+` (`84901234567`)."""
     service_code: str
-    """The base code dialled, e.g. `*090#` (inputs embedded in the code are in `inputs`)."""
+    """The base code dialled, e.g. `*090#` (inputs embedded in the code are in `inputs`).
+    Empty on a continuation or release whose gateway does not repeat it: the dialogue
+    keeps the code it began with (the dispatcher takes it from the session record)."""
     kind: HopKind
     inputs: tuple[str, ...] = ()
     """What the subscriber typed since the last hop. Usually one item; a first hop of

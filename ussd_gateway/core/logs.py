@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import structlog
 
+from ussd_gateway.core.secrets import scrub_processor
+
 
 def _orjson_dumps(event: Any, default: Any = None) -> str:
     return orjson.dumps(event, default=default).decode()
@@ -26,6 +28,7 @@ def configure_logging(*, level: str = "info", fmt: str = "auto", stream: Any = N
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            scrub_processor,  # after format_exc_info: a traceback may quote a URL or a token
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

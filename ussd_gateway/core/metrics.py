@@ -34,6 +34,12 @@ class Metrics:
             ["channel"],
             registry=self.registry,
         )
+        self.sms_dropped = Counter(
+            "ussd_sms_dropped",
+            "Outbound SMS dropped because the queue reached its cap (nothing drains it: SMPP off?).",
+            registry=self.registry,
+        )
+        self.guard = GuardMetrics(self.registry)
         self._hop_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
         self._session_children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
@@ -67,3 +73,22 @@ class Metrics:
             multiprocess.MultiProcessCollector(merged, path=directory)
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+class GuardMetrics:
+    """What the HTTP guard and the rate limits refused, by reason (never by number or
+    address: a label per caller would let an attacker grow the registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.refused = Counter(
+            "ussd_http_refused", "HTTP requests refused before any work, by reason.", ["reason"], registry=registry
+        )
+        self.limited = Counter(
+            "ussd_limited", "Hops and SMS turned away by a rate limit, by limit.", ["limit"], registry=registry
+        )
+
+    def count_refused(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
+
+    def count_limited(self, limit: str) -> None:
+        self.limited.labels(limit).inc()

@@ -6,7 +6,9 @@ import re
 
 from ussd_gateway.core.errors import BadRequest
 
-_DIGITS = re.compile(r"^\d{9,15}$")
+_DIGITS = re.compile(r"^[0-9]{9,15}$")
+"""ASCII digits only: `\\d` would also take Arabic-Indic, full-width or Devanagari digits,
+which no network delivers and which would make a second subscriber of one number."""
 VIETNAM_CC = "84"
 
 
@@ -24,7 +26,7 @@ def normalise_msisdn(raw: str) -> str:
         number = number[2:]
     elif number.startswith("0"):
         number = VIETNAM_CC + number[1:]
-    if not _DIGITS.match(number):
+    if not _DIGITS.fullmatch(number):
         shown = raw if len(raw) <= 20 else raw[:20] + "…"
         raise BadRequest(f"phone number {shown!r} is not an MSISDN (expected e.g. 0901234567, 84901234567 or +84901234567)")
     return number

@@ -24,6 +24,7 @@ from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import LoadStatus, SessionStore
 
 from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.core.fence import HOP_LOCK, HopLock
 from ussd_gateway.core.hop import Hop, HopKind, Reply
 from ussd_gateway.core.metrics import Metrics
 from ussd_gateway.core.msisdn import mask_msisdn
@@ -37,6 +38,12 @@ class DispatchSettings:
     """How long a dialogue is kept after its last hop (at least the resume window)."""
     lock_retry_s: float = 0.005
     """First pause when another hop of the same subscriber holds the lock."""
+    begin_retry_ms: int = 5000
+    """A begin is answered from the saved reply only within this of that reply: a
+    gateway retries a begin while waiting for its answer (within its own timeout), but
+    a begin under the same session id after that is a new dialogue under a recycled id
+    (SMPP session numbers wrap, some gateways name dialogues by subscriber). Continues
+    need no window: once a dialogue begins, the saved hop key is its own."""
     default_lang: str = "vi"
 
 
@@ -44,7 +51,7 @@ class DispatchSettings:
 class HopResult:
     reply: Reply
     outcome: str
-    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended"""
+    """begin, continue, replay, busy, error, unknown_service, expired, abort, ended, limited"""
     screen: str
 
 
@@ -75,6 +82,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         clock: Any = time.time,
         recorder: Any = None,
+        limiter: Any = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -88,6 +96,9 @@ class Dispatcher:
         self.recorder = recorder
         """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.app.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
+        self.limiter = limiter
+        """Optional `sessions.ratelimit.SubscriberLimiter`: over a subscriber's rate, a
+        hop gets the polite `limited` END (its counter shares the BEGIN round trip)."""
 
     def busy_reply(self, lang: str | None = None) -> Reply:
         return Reply(self.engine.system_text("busy", lang or self.settings.default_lang), end=True)
@@ -129,16 +140,29 @@ class Dispatcher:
         return answer
 
     async def _handle(self, hop: Hop) -> HopResult:
-        if not self.engine.serves(hop.service_code):
+        # A continuation may name no code (SMPP gateways rarely repeat it): the dialogue
+        # keeps the one it began with, from its record.
+        if (hop.service_code or hop.kind is HopKind.BEGIN) and not self.engine.serves(hop.service_code):
             text = self.engine.system_text("unknown_service", hop.language or self.settings.default_lang)
             return HopResult(Reply(text, end=True), "unknown_service", "")
         token = self._token_prefix + str(next(self._tokens))
-        hop_key = hop.hop_key or ("begin" if hop.kind is HopKind.BEGIN else "")
-        loaded = await self._lock(hop, hop_key, token)
+        # Only a hop the channel can identify is replayed: a begin without a key (JSON
+        # without `seq`) cannot be told from a new dialogue, so it always starts one.
+        hop_key = hop.hop_key or ""
+        window = self.settings.begin_retry_ms if hop.kind is HopKind.BEGIN else None
+        # The rate check is queued first, so it rides in the lock's round trip.
+        verdict = None if self.limiter is None or hop.kind is HopKind.ABORT else self.limiter.check_hop(hop.msisdn, hop.kind is HopKind.BEGIN)
+        loaded = await self._lock(hop, hop_key, token, window)
         if loaded.status is LoadStatus.REPLAY:
             text, end = orjson.loads(loaded.reply or b'["", true]')
             return HopResult(Reply(text, end), "replay", "")
+        if verdict is not None and (limit := await verdict) is not None:
+            self._release_later(hop.msisdn, token)
+            self.metrics.guard.count_limited(limit)
+            lang = hop.language or loaded.lang or self.settings.default_lang
+            return HopResult(Reply(self.engine.system_text("limited", lang), end=True), "limited", "")
         committed = False
+        fence = HOP_LOCK.set(HopLock(hop.msisdn, token))
         try:
             answer, record, lang = await self._step(hop, loaded.record, loaded.lang)
             if record is not None:
@@ -157,13 +181,16 @@ class Dispatcher:
                     raise DependencyDown("the session lock expired before the hop was saved")
             return answer
         finally:
+            HOP_LOCK.reset(fence)
             if not committed:
                 self._release_later(hop.msisdn, token)
 
-    async def _lock(self, hop: Hop, hop_key: str, token: str) -> Any:
+    async def _lock(self, hop: Hop, hop_key: str, token: str, window_ms: int | None) -> Any:
         pause = self.settings.lock_retry_s
         while True:
-            loaded = await self.store.begin_hop(hop.msisdn, hop.session_id, hop_key, token, want_lang=True)
+            loaded = await self.store.begin_hop(
+                hop.msisdn, hop.session_id, hop_key, token, want_lang=True, replay_within_ms=window_ms
+            )
             if loaded.status is not LoadStatus.LOCKED:
                 return loaded
             # Another hop of this subscriber is running (often the same hop, retried by
@@ -227,6 +254,7 @@ class Dispatcher:
                 inputs=inputs,
                 previous=previous,
                 now=now,
+                nonce=os.urandom(8).hex(),
             )
             record.history = hop.history or ""
             self.metrics.count_session(self.metrics.sessions_started, channel)

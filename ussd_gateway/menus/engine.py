@@ -85,12 +85,14 @@ class Engine:
         inputs: tuple[str, ...],
         previous: SessionRecord | None,
         now: float,
+        nonce: str = "",
     ) -> tuple[SessionRecord, Step]:
         """A new dialogue: offer to resume a dropped one, else enter the service and
         walk any inputs dialled with the code (`*090*2*1#`)."""
         entry = self.menus.services[service_code]
         record = SessionRecord(
-            session_id=session_id, msisdn=msisdn, service_code=service_code, menu="", screen="", lang=lang, started=now, updated=now
+            session_id=session_id, msisdn=msisdn, service_code=service_code, menu="", screen="", lang=lang, started=now, updated=now,
+            nonce=nonce,
         )
         if previous is not None and not inputs and self._resumable(previous, service_code, now):
             record.menu, record.screen = entry.partition(":")[0], RESUME_SCREEN

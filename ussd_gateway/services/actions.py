@@ -4,17 +4,20 @@ An action reads the session variables and its `args`, calls the subscriber backe
 writes what the next screens show into the variables, and returns an outcome name the
 definition routes on (`on = { ok = "done", insufficient = "poor" }`). Actions are the
 only place menus touch money; every debit carries an idempotency key derived from the
-session, the hop and the action's position in the hop, so a gateway retry is free.
+dialogue (a nonce made when it begins), the hop and the action's position in the hop,
+so a gateway retry is free and a recycled session id is not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.core.formats import LANGUAGES, data_size
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
@@ -26,6 +29,7 @@ from ussd_gateway.backend.port import (
     Account,
     ActivePackage,
     BundleChoice,
+    Confirm,
     Feedback,
     Package,
     PurchaseResult,
@@ -163,34 +167,63 @@ async def suggest_package(ctx: ActionContext) -> str:
     return "saving" if found.saving > 0 else "ok"
 
 
-async def _queue_confirmation(ctx: ActionContext, text_key: str, variables: Mapping[str, Any]) -> None:
-    text = ctx.word(text_key, {**variables, "hotline": ctx.settings.hotline})
-    await ctx.store.enqueue_sms(
-        OutboundSms(to=ctx.msisdn, sender=ctx.settings.sms_sender, text=text, dedupe_key=ctx.idempotency_key)
-    )
-
-
-async def _purchased(ctx: ActionContext, result: PurchaseResult, code: str) -> str:
-    """Show a purchase's outcome (`purchase`: status, balance, missing, expires, code)
-    and, when it went through, queue its confirmation SMS; the outcome is the status."""
-    ctx.vars["purchase"] = {
+def _purchase_view(result: PurchaseResult, code: str) -> dict[str, Any]:
+    return {
         "status": result.status,
         "balance": result.balance,
         "missing": result.missing,
         "expires": result.package.expires if result.package else "",
         "code": code,
     }
-    if result.status == "ok":
-        await _queue_confirmation(ctx, "sms_purchase", ctx.vars["purchase"])
+
+
+def _confirmation(ctx: ActionContext, code: str) -> Confirm:
+    """The confirmation SMS of a successful purchase, rendered from its result."""
+
+    def confirm(result: PurchaseResult) -> OutboundSms:
+        text = ctx.word("sms_purchase", {**_purchase_view(result, code), "hotline": ctx.settings.hotline})
+        return OutboundSms(to=ctx.msisdn, sender=ctx.settings.sms_sender, text=text, dedupe_key=ctx.idempotency_key)
+
+    return confirm
+
+
+ENQUEUE_ATTEMPTS = 3
+ENQUEUE_PAUSE_S = 0.02
+
+
+async def _queue_confirmation(ctx: ActionContext, sms: OutboundSms) -> None:
+    """Queue the SMS of a debit the backend could not queue with it (the billing API,
+    or the memory mode). Idempotent: the dedupe key is the purchase's idempotency key,
+    so the gateway's retry of a hop cut off here (it re-runs the purchase, which
+    answers its first result) queues the SMS once. A store down for every attempt
+    fails the hop (busy END), and that retry is the next attempt."""
+    for attempt in range(ENQUEUE_ATTEMPTS):
+        try:
+            await ctx.store.enqueue_sms(sms)
+            return
+        except DependencyDown:
+            if attempt == ENQUEUE_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(ENQUEUE_PAUSE_S * (attempt + 1))
+
+
+async def _buy(ctx: ActionContext, code: str, call: Callable[[Confirm], Awaitable[PurchaseResult]]) -> str:
+    """A purchase or a bundle: the debit, the view for the next screens and, on ok,
+    the confirmation SMS, queued exactly once per debit."""
+    confirm = _confirmation(ctx, code)
+    result = await call(confirm)
+    ctx.vars["purchase"] = _purchase_view(result, code)
+    if result.status == "ok" and not getattr(ctx.backend, "queues_confirmations", False):
+        await _queue_confirmation(ctx, confirm(result))
     return result.status
 
 
 @action
 async def purchase(ctx: ActionContext) -> str:
     """Debit and activate `args.code`; outcomes ok, insufficient, unknown. On ok the
-    confirmation SMS is queued for the SMS channel (once per idempotency key)."""
+    confirmation SMS is queued for the SMS channel (once per debit)."""
     code = str(_arg(ctx, "code"))
-    return await _purchased(ctx, await ctx.backend.purchase(ctx.msisdn, code, ctx.idempotency_key), code)
+    return await _buy(ctx, code, lambda confirm: ctx.backend.purchase(ctx.msisdn, code, ctx.idempotency_key, confirm))
 
 
 # ---- self-built bundle (M090) -------------------------------------------------------------
@@ -257,7 +290,9 @@ async def buy_bundle(ctx: ActionContext) -> str:
         cycle=ctx.vars["cycle"]["code"],
         name=str(ctx.vars["bundle_name"]).strip(),
     )
-    return await _purchased(ctx, await ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key), choice.name)
+    return await _buy(
+        ctx, choice.name, lambda confirm: ctx.backend.buy_bundle(ctx.msisdn, choice, ctx.idempotency_key, confirm)
+    )
 
 
 # ---- KNDL -------------------------------------------------------------------------------------

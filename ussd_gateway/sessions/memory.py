@@ -7,11 +7,13 @@ with N > 1 refuses it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import itertools
+import structlog
 
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
 
@@ -23,6 +25,21 @@ class _Saved:
     reply: bytes
     record: bytes
     expires: float
+    at: float
+    """When it was saved (for the begin replay window)."""
+
+
+def _exact(raw: bytes) -> bytes:
+    """A copy of exactly `len(raw)` bytes. orjson's output keeps the capacity of its
+    write buffer (a 69-byte reply held 4 KB); `bytes(raw)` returns the same object, so
+    kept as it is every dialogue costs kilobytes it does not use."""
+    return memoryview(raw).tobytes()
+
+
+SMS_QUEUE_MAX = 50_000
+"""Outbound SMS kept at most (as the Redis store's `SMS_QUEUE_MAX`)."""
+SMS_DEDUPE_TTL_S = 86_400
+"""As the Redis store's: the idempotency records' lifetime, see there."""
 
 
 SWEEP_EVERY = 4096
@@ -33,19 +50,29 @@ class MemoryStore:
     """Dialogues in a dict, expired lazily on read and swept every `SWEEP_EVERY`
     commits, so a long load run with many subscribers does not grow without bound."""
 
-    def __init__(self, *, lock_ttl_s: float = 5.0, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        lock_ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sms_queue_max: int = SMS_QUEUE_MAX,
+        on_sms_dropped: Callable[[int], None] | None = None,
+    ) -> None:
         self._clock = clock
+        self._sms_queue_max = sms_queue_max
+        self._on_sms_dropped = on_sms_dropped
         self._lock_ttl_s = lock_ttl_s
         self._sessions: dict[str, _Saved] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._langs: dict[str, str] = {}
         self._pending: dict[str, tuple[str, float]] = {}
-        self._sms: deque[OutboundSms] = deque(maxlen=100_000)
-        self._sms_keys: dict[str, float] = {}
+        self._sms: deque[OutboundSms] = deque()
+        self._sms_keys: dict[tuple[str, str], float] = {}
         self._commits = 0
         self._inflight: dict[int, OutboundSms] = {}
         self._claim_ids = itertools.count()
         self._claims: dict[str, float] = {}
+        self._swaps: dict[str, tuple[str, float]] = {}
 
     def _live(self, msisdn: str) -> _Saved | None:
         saved = self._sessions.get(msisdn)
@@ -54,11 +81,14 @@ class MemoryStore:
             return None
         return saved
 
-    async def begin_hop(self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool) -> Loaded:
+    async def begin_hop(
+        self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool, replay_within_ms: int | None = None
+    ) -> Loaded:
         saved = self._live(msisdn)
-        if hop_key and saved is not None and saved.session_id == session_id and saved.hop_key == hop_key:
-            return Loaded(LoadStatus.REPLAY, reply=saved.reply)
         now = self._clock()
+        if hop_key and saved is not None and saved.session_id == session_id and saved.hop_key == hop_key:
+            if replay_within_ms is None or (now - saved.at) * 1000 <= replay_within_ms:
+                return Loaded(LoadStatus.REPLAY, reply=saved.reply)
         held = self._locks.get(msisdn)
         if held is not None and held[1] > now:
             return Loaded(LoadStatus.LOCKED)
@@ -76,7 +106,8 @@ class MemoryStore:
         if held is None or held[0] != token:
             return False
         del self._locks[msisdn]
-        self._sessions[msisdn] = _Saved(session_id, hop_key, reply, record, self._clock() + ttl_s)
+        now = self._clock()
+        self._sessions[msisdn] = _Saved(session_id, hop_key, _exact(reply), _exact(record), now + ttl_s, now)
         if lang:
             self._langs[msisdn] = lang
         self._commits += 1
@@ -126,14 +157,24 @@ class MemoryStore:
 
     async def enqueue_sms(self, sms: OutboundSms) -> bool:
         now = self._clock()
-        if self._sms_keys.get(sms.dedupe_key, 0.0) > now:
+        key = (sms.to, sms.dedupe_key)  # per subscriber: two numbers may share a session id
+        if self._sms_keys.get(key, 0.0) > now:
             return False
-        self._sms_keys[sms.dedupe_key] = now + 86_400
+        self._sms_keys[key] = now + SMS_DEDUPE_TTL_S
         self._sms.append(sms)
+        if len(self._sms) > self._sms_queue_max:
+            self._sms.popleft()
+            structlog.get_logger("ussd_gateway.sms").warning("sms_queue_full", dropped=1, cap=self._sms_queue_max)
+            if self._on_sms_dropped is not None:
+                self._on_sms_dropped(1)
         return True
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
-        return list(self._sms)[:limit]
+        return list(itertools.islice(self._sms, limit))
+
+    async def recent_sms(self, msisdn: str, limit: int = 1000) -> list[OutboundSms]:
+        newest = list(itertools.islice(reversed(self._sms), limit))
+        return [sms for sms in reversed(newest) if sms.to == msisdn]
 
     async def claim_sms(self, limit: int) -> list[ClaimedSms]:
         claimed = []
@@ -165,6 +206,14 @@ class MemoryStore:
             return False
         self._claims[key] = now + ttl_s
         return True
+
+    async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        now = self._clock()
+        held = self._swaps.get(key)
+        self._swaps[key] = (value, now + ttl_s)
+        if len(self._swaps) > 100_000:  # bounded: drop what has expired
+            self._swaps = {k: v for k, v in self._swaps.items() if v[1] > now}
+        return held[0] if held is not None and held[1] > now else None
 
     async def ping(self) -> bool:
         return True

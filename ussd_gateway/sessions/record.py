@@ -30,7 +30,12 @@ class SessionRecord:
     vars: dict[str, Any] = field(default_factory=dict)
     """What actions and inputs produced, for templates and conditions."""
     seq: int = 0
-    """Hops taken in this dialogue; with the session id it makes idempotency keys."""
+    """Hops taken in this dialogue; with `nonce` it makes idempotency keys."""
+    nonce: str = ""
+    """Made when the dialogue begins, unique to it. Idempotency keys are built from it,
+    not from the gateway's session id: gateways recycle ids (SMPP's its_session_info
+    number is 8 bits), and a key that repeats across dialogues answers a new purchase
+    with an old one's result."""
     history: str = ""
     """The gateway's cumulative input history (Africa's Talking `text`) seen so far."""
     error: str = ""
@@ -54,6 +59,7 @@ class SessionRecord:
                 "page": self.page,
                 "vars": self.vars,
                 "seq": self.seq,
+                "n": self.nonce,
                 "hist": self.history,
                 "err": self.error,
                 "t0": self.started,
@@ -77,6 +83,7 @@ class SessionRecord:
             page=data["page"],
             vars=data["vars"],
             seq=data["seq"],
+            nonce=data.get("n", ""),
             history=data["hist"],
             error=data["err"],
             started=data["t0"],

@@ -10,21 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ussd_gateway.core.errors import DependencyDown
 
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
 
-# KEYS: session hash, lock, language. ARGV: session id, hop key, token, lock ms, want lang.
+# KEYS: session hash, lock, language. ARGV: session id, hop key, token, lock ms, want
+# lang, replay window ms ('' for none). The window compares Redis's own clock with the
+# time the reply was saved (`at`, also Redis's clock), so gateway hosts' clocks never
+# matter.
 _BEGIN = """
-local h = redis.call('HMGET', KEYS[1], 'sid', 'key', 'reply', 'rec')
+local h = redis.call('HMGET', KEYS[1], 'sid', 'key', 'reply', 'rec', 'at')
 if ARGV[2] ~= '' and h[1] == ARGV[1] and h[2] == ARGV[2] then
-  return {'replay', h[3]}
+  local fresh = true
+  if ARGV[6] ~= '' then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    fresh = now - tonumber(h[5] or '0') <= tonumber(ARGV[6])
+  end
+  if fresh then return {'replay', h[3]} end
 end
 if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
   return {'locked'}
@@ -37,7 +48,9 @@ return {'ok', h[4], lang}
 # KEYS: session hash, lock, language. ARGV: token, session id, hop key, reply, record, ttl s, lang.
 _COMMIT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'sid', ARGV[2], 'key', ARGV[3], 'reply', ARGV[4], 'rec', ARGV[5])
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'sid', ARGV[2], 'key', ARGV[3], 'reply', ARGV[4], 'rec', ARGV[5], 'at', at)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('DEL', KEYS[2])
 if ARGV[7] ~= '' then redis.call('SET', KEYS[3], ARGV[7], 'EX', 31536000) end
@@ -54,15 +67,57 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: dedupe key, queue. ARGV: payload, dedupe ttl s.
+# KEYS: dedupe key, queue. ARGV: payload, dedupe ttl s, queue cap. Returns -1 when the
+# key was queued already, else how many of the oldest entries the cap dropped.
 _ENQUEUE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return 1
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return -1 end
+local n = redis.call('RPUSH', KEYS[2], ARGV[1])
+local over = n - tonumber(ARGV[3])
+if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) return over end
+return 0
+"""
+
+# KEYS: a subscriber's outbox, the queue. ARGV: queue cap. Moves the outbox's SMS (put
+# there atomically with a debit, in the subscriber's slot) to the queue the senders
+# drain. Returns {moved, dropped by the cap}. Two slots: on a Redis Cluster this move
+# becomes LPOP + RPUSH in two steps (at least once, never lost).
+_FLUSH_OUTBOX = """
+local moved = 0
+while true do
+  local v = redis.call('LPOP', KEYS[1])
+  if not v then break end
+  redis.call('RPUSH', KEYS[2], v)
+  moved = moved + 1
+end
+local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[1])
+if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) else over = 0 end
+return {moved, over}
 """
 
 SMS_QUEUE_KEY = "ussd:{sms}:out"
 SMS_INFLIGHT_KEY = "ussd:{sms}:inflight"
+SMS_QUEUE_MAX = 50_000
+"""Outbound SMS kept at most. With no sender draining the queue (SMPP off) it would
+grow for ever (about 60 entries a second under load); past the cap the oldest are
+dropped, counted (`ussd_sms_dropped_total`) and logged."""
+SMS_DEDUPE_TTL_S = 86_400
+"""How long an SMS dedupe key is remembered: longer than any retry of the hop or MO
+SMS that queued it (seconds to minutes), and as long as the idempotency records of
+the purchases whose confirmations it guards (24 h), so a replayed purchase can never
+queue its SMS twice."""
+
+
+def subscriber_key(prefix: str, msisdn: str, name: str) -> str:
+    """`ussd:{84901234567}:name`: the hash tag puts every key of one subscriber in one
+    Redis Cluster slot, so each script touches one slot."""
+    return f"{prefix}:{{{msisdn}}}:{name}"
+
+
+def sms_payload(sms: OutboundSms) -> bytes:
+    """An outbound SMS as the queue holds it (also written by the demo backend's money
+    scripts into a subscriber's outbox)."""
+    return orjson.dumps({"to": sms.to, "from": sms.sender, "text": sms.text, "key": sms.dedupe_key})
+
 
 # KEYS: in-flight list, queue. ARGV: payload. Back to the head of the queue.
 _REQUEUE = """
@@ -217,12 +272,23 @@ class RedisStore:
     """
 
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str = "ussd", lock_ttl_ms: int = 5000, timeout_s: float | None = 0.3
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "ussd",
+        lock_ttl_ms: int = 1000,
+        timeout_s: float | None = 0.3,
+        sms_queue_max: int = SMS_QUEUE_MAX,
+        on_sms_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._lock_ttl_ms = str(lock_ttl_ms)
         self._timeout_s = timeout_s
+        self._sms_queue_max = str(sms_queue_max)
+        self._on_sms_dropped = on_sms_dropped
+        self._log = structlog.get_logger("ussd_gateway.sms")
+        self._flush_outbox = _Script(_FLUSH_OUTBOX)
         self._begin = _Script(_BEGIN)
         self._commit = _Script(_COMMIT)
         self._release = _Script(_RELEASE)
@@ -251,6 +317,14 @@ class RedisStore:
     @property
     def client(self) -> aioredis.Redis:
         return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+    def submit(self, *command: Any) -> asyncio.Future[Any]:
+        """Queue a command on this store's auto-pipeline now: issued in the same loop
+        turn as a hop's script, it rides in the same round trip (the rate limits)."""
+        return self._pipeline.submit(*command)
 
     def _keys(self, msisdn: str) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{msisdn}}}"
@@ -281,9 +355,12 @@ class RedisStore:
         except TimeoutError as exc:
             raise DependencyDown(f"session store: no answer within {self._timeout_s:g} s") from exc
 
-    async def begin_hop(self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool) -> Loaded:
+    async def begin_hop(
+        self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool, replay_within_ms: int | None = None
+    ) -> Loaded:
+        window = "" if replay_within_ms is None else str(replay_within_ms)
         result = await self._eval(
-            self._begin, self._keys(msisdn), (session_id, hop_key, token, self._lock_ttl_ms, "1" if want_lang else "0")
+            self._begin, self._keys(msisdn), (session_id, hop_key, token, self._lock_ttl_ms, "1" if want_lang else "0", window)
         )
         status = result[0]
         if status == b"replay":
@@ -320,14 +397,55 @@ class RedisStore:
         return bool(await self._eval(self._take_pending, (self._pending_key(msisdn),), (kind,)))
 
     async def enqueue_sms(self, sms: OutboundSms) -> bool:
-        payload = orjson.dumps({"to": sms.to, "from": sms.sender, "text": sms.text, "key": sms.dedupe_key})
-        keys = (f"ussd:{{sms}}:dedupe:{sms.dedupe_key}", SMS_QUEUE_KEY)
-        return bool(await self._eval(self._enqueue, keys, (payload, "86400")))
+        # The dedupe key lives in the subscriber's slot: two subscribers' keys never
+        # collide (a gateway may give two numbers one session id).
+        keys = (subscriber_key(self._prefix, sms.to, "smsdedupe:" + sms.dedupe_key), SMS_QUEUE_KEY)
+        result = int(await self._eval(self._enqueue, keys, (sms_payload(sms), SMS_DEDUPE_TTL_S, self._sms_queue_max)))
+        if result > 0:
+            self._dropped(result)
+        return result >= 0
+
+    def _dropped(self, count: int) -> None:
+        self._log.warning("sms_queue_full", dropped=count, cap=int(self._sms_queue_max))
+        if self._on_sms_dropped is not None:
+            self._on_sms_dropped(count)
+
+    async def flush_outbox(self, msisdn: str) -> int:
+        """Move a subscriber's outbox (SMS queued atomically with a debit) to the queue."""
+        moved, dropped = await self._eval(
+            self._flush_outbox, (subscriber_key(self._prefix, msisdn, "outbox"), SMS_QUEUE_KEY), (self._sms_queue_max,)
+        )
+        if dropped:
+            self._dropped(int(dropped))
+        return int(moved)
+
+    async def sweep_outboxes(self, limit: int = 10_000) -> int:
+        """Move the outboxes a process left behind (it died between a debit and the
+        move): found by SCAN, at most `limit` keys looked at. Returns SMS moved."""
+        moved = 0
+        cursor: Any = 0
+        seen = 0
+        while seen < limit:
+            cursor, keys = await self._call("SCAN", cursor, "MATCH", f"{self._prefix}:{{*}}:outbox", "COUNT", 500)
+            for key in keys:
+                msisdn = key.decode().split("{", 1)[1].split("}", 1)[0]
+                moved += await self.flush_outbox(msisdn)
+            seen += 500
+            if int(cursor) == 0:
+                break
+        return moved
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
         raw = await self._call("LRANGE", SMS_QUEUE_KEY, 0, limit - 1)
         items = [orjson.loads(item) for item in raw]
         return [OutboundSms(to=i["to"], sender=i["from"], text=i["text"], dedupe_key=i["key"]) for i in items]
+
+    async def recent_sms(self, msisdn: str, limit: int = 1000) -> list[OutboundSms]:
+        """A subscriber's SMS among the newest `limit` queued, and any still in their
+        outbox, oldest first (for the demo view)."""
+        outbox = await self._call("LRANGE", subscriber_key(self._prefix, msisdn, "outbox"), 0, -1)
+        queued = await self._call("LRANGE", SMS_QUEUE_KEY, -limit, -1)
+        return [sms for sms in map(self._sms_of, [*queued, *outbox]) if sms.to == msisdn]
 
     @staticmethod
     def _sms_of(raw: bytes) -> OutboundSms:
@@ -361,6 +479,10 @@ class RedisStore:
 
     async def claim_once(self, key: str, ttl_s: int) -> bool:
         return bool(await self._call("SET", f"{self._prefix}:once:{key}", "1", "NX", "EX", ttl_s))
+
+    async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        held = await self._call("SET", f"{self._prefix}:swap:{key}", value, "PX", max(1, int(ttl_s * 1000)), "GET")
+        return held.decode() if held is not None else None
 
     async def ping(self) -> bool:
         try:

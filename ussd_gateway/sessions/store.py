@@ -56,8 +56,11 @@ class ClaimedSms:
 class SessionStore(Protocol):
     """**Protocol:** where dialogues, locks, pending confirmations and outbound SMS live."""
 
-    async def begin_hop(self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool) -> Loaded:
-        """Replay check, lock and load in one step. `hop_key` "" disables the replay check."""
+    async def begin_hop(
+        self, msisdn: str, session_id: str, hop_key: str, token: str, *, want_lang: bool, replay_within_ms: int | None = None
+    ) -> Loaded:
+        """Replay check, lock and load in one step. `hop_key` "" disables the replay check;
+        `replay_within_ms` limits it to a saved reply at most that old (a begin)."""
 
     async def commit_hop(
         self, msisdn: str, token: str, *, session_id: str, hop_key: str, reply: bytes, record: bytes, ttl_s: int, lang: str | None
@@ -82,6 +85,9 @@ class SessionStore(Protocol):
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
         """The queued SMS, oldest first, without removing them."""
 
+    async def recent_sms(self, msisdn: str, limit: int = 1000) -> list[OutboundSms]:
+        """The subscriber's SMS among the newest `limit` queued, oldest first."""
+
     async def claim_sms(self, limit: int) -> list[ClaimedSms]:
         """Move up to `limit` SMS from the queue to in-flight, oldest first."""
 
@@ -100,6 +106,10 @@ class SessionStore(Protocol):
 
     async def claim_once(self, key: str, ttl_s: int) -> bool:
         """True the first time `key` is claimed within `ttl_s` (duplicate MO SMS)."""
+
+    async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
+        """Set `key` to `value` for `ttl_s` seconds and return what it held (None when
+        nothing, or it expired), in one atomic step (MO SMS and USSD resend checks)."""
 
     async def ping(self) -> bool:
         """True when the store answers (for `/readyz`)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ussd_gateway.channels.http.body import read_form
 from ussd_gateway.core.errors import BadRequest
 from ussd_gateway.core.hop import Hop, HopKind, Reply
 from ussd_gateway.core.msisdn import normalise_msisdn
@@ -23,7 +24,7 @@ async def parse(request: web.Request) -> Hop:
     """Read the callback form. Raises BadRequest with the reason."""
     if request.content_type not in _FORM_TYPES:
         raise BadRequest(f"expected a form post (application/x-www-form-urlencoded), got {request.content_type or 'no content type'}")
-    form = await request.post()
+    form = await read_form(request)
     missing = [name for name in ("sessionId", "serviceCode", "phoneNumber") if not form.get(name)]
     if missing:
         raise BadRequest(f"missing form field(s): {', '.join(missing)}")

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ussd_gateway.channels.http.body import read_json
 from ussd_gateway.core.errors import BadRequest
 from ussd_gateway.core.formats import LANGUAGES
 from ussd_gateway.core.hop import Hop, HopKind, Reply
@@ -38,13 +39,7 @@ def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str:
 
 async def parse(request: web.Request) -> Hop:
     """Read the JSON body. Raises BadRequest with the reason."""
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = await read_json(request)
     event = _text(body, "event")
     if event not in _EVENTS:
         raise BadRequest(f"event must be begin, continue or abort, got {event[:20]!r}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from ussd_gateway.channels.http.body import read_json
 from ussd_gateway.core.errors import BadRequest
 from ussd_gateway.core.msisdn import normalise_msisdn
 
@@ -36,12 +37,7 @@ class MoSms:
 
 
 async def parse(request: web.Request) -> MoSms:
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    body = await read_json(request)
     values = {}
     for name in ("msisdn", "short_code", "text"):
         value = body.get(name)

@@ -10,7 +10,9 @@ into a keyword message for the keyword router, and renders what comes back as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -19,15 +21,17 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from ussd_gateway.sessions.store import OutboundSms
-from ussd_gateway.core.inputs import split_service_code
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.hop import Hop, HopKind
 from ussd_gateway.services.keywords import KeywordRouter
 from ussd_gateway.core.msisdn import mask_msisdn, normalise_msisdn
 
 from ussd_gateway.channels.smpp import pdu as smpp_pdu
+from ussd_gateway.channels.smpp import ussd
 from ussd_gateway.channels.smpp.config import BindSettings
-from ussd_gateway.channels.smpp.encoding import decode_text, encode_text, parse_udh, payload_sms, split_sms
+from ussd_gateway.channels.smpp.dcs import decode_mo, decode_ussd, mt_data_coding
+from ussd_gateway.channels.smpp.encoding import Concat, parse_udh, payload_sms, split_sms
+from ussd_gateway.channels.smpp.mo import DUPLICATE_PART, MoMessage, Reassembler
 from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SubmitUnconfirmed
 from ussd_gateway.channels.smpp.metrics import SmppMetrics
 
@@ -35,8 +39,8 @@ ESM_MESSAGE_TYPE = 0x3C
 ESM_DELIVERY_RECEIPT = 0x04
 ESM_UDHI = 0x40
 MO_DEDUPE_S = 120
-"""A resent MO SMS (the SMSC lost our deliver_sm_resp) arrives within seconds; one with
-the same content within this window is answered once."""
+"""An MO SMS the SMSC or handset names (`user_message_reference`, a concatenation
+reference) is answered once when it comes again, same name and content, within this."""
 DRAIN_BATCH = 20
 DRAIN_IDLE_S = 0.2
 
@@ -49,6 +53,12 @@ class ChannelMetrics:
         self.mo_sms = Counter("smpp_mo_sms", "MO SMS handled (keywords).", ["bind"], registry=registry)
         self.mo_duplicates = Counter("smpp_mo_duplicates", "MO SMS resent by the SMSC and answered once.", ["bind"], registry=registry)
         self.mt_sms = Counter("smpp_mt_sms", "Outbound SMS handed to the SMSC.", ["bind"], registry=registry)
+        self.mo_concat_incomplete = Counter(
+            "smpp_mo_concat_incomplete", "Concatenated MO SMS handled with parts missing (timeout).", ["bind"], registry=registry
+        )
+        self.mo_concat_dropped = Counter(
+            "smpp_mo_concat_dropped", "Concatenated MO SMS dropped unfinished (too many at once).", ["bind"], registry=registry
+        )
         self.ussd_replies_dropped = Counter(
             "smpp_ussd_replies_dropped", "USSD screens not sent before the dialogue's deadline.", ["bind"], registry=registry
         )
@@ -72,6 +82,7 @@ class SmppChannel:
         self._stopping = asyncio.Event()
         self._wake_drain = asyncio.Event()
         self._screens: set[asyncio.Task[None]] = set()
+        self._reassemblers: dict[str, Reassembler] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -87,11 +98,17 @@ class SmppChannel:
             return
         self._stopping.set()
         self._wake_drain.set()
+        # Screens already answered go out before the unbind (each is bounded by its
+        # dialogue's reply deadline).
+        if self._screens:
+            await asyncio.wait(set(self._screens), timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for reassembler in self._reassemblers.values():
+            reassembler.close()
 
     # ---- inbound --------------------------------------------------------------------------
     def _deliver_handler(self, bind: BindSettings):  # type: ignore[no-untyped-def]
@@ -121,102 +138,80 @@ class SmppChannel:
             return await self._ussd(bind, pdu, msisdn)
         return await self._mo_sms(bind, pdu, msisdn)
 
-    def _text(self, bind: BindSettings, pdu: smpp_pdu.Pdu) -> str:
-        fields = pdu.fields
-        payload = fields.get("message_payload") or fields.get("short_message") or b""
-        if fields.get("esm_class", 0) & ESM_UDHI:
-            _concat, payload = parse_udh(payload)
-        return decode_text(int(fields.get("data_coding", 0)), payload, packed=bind.gsm7_packed)
+    def _payload(self, bind: BindSettings, fields: dict[str, Any]) -> tuple[Concat | None, bytes, int]:
+        """(concatenation IE, the octets after any UDH, GSM-7 fill bits after it)."""
+        payload = bytes(fields.get("message_payload") or fields.get("short_message") or b"")
+        if not fields.get("esm_class", 0) & ESM_UDHI:
+            return None, payload, 0
+        concat, body = parse_udh(payload)
+        fill = (7 - (8 * (len(payload) - len(body))) % 7) % 7 if bind.gsm7_packed and len(body) < len(payload) else 0
+        return concat, body, fill
 
     async def _ussd(self, bind: BindSettings, pdu: smpp_pdu.Pdu, msisdn: str) -> int:
         dialect = bind.ussd
         fields = pdu.fields
         op = int(fields["ussd_service_op"])
-        text = self._text(bind, pdu).strip()
-        its = fields.get("its_session_info")
-        umr = fields.get("user_message_reference")
-        if dialect.session_id_from == "its_session_info" and its is not None:
-            session_id = f"smpp:{msisdn}:{int(its) & dialect.session_mask}"
-        elif dialect.session_id_from == "receipted_message_id" and fields.get("receipted_message_id"):
-            session_id = f"smpp:{msisdn}:{fields['receipted_message_id']}"
-        else:
-            session_id = f"smpp:{msisdn}"
-        if umr is not None:
-            hop_key: str | None = f"u:{umr}"
-        elif its is not None:
-            hop_key = f"i:{its}:{text}"
-        else:
-            hop_key = None
-        if op in dialect.op_begin:
-            code = text or str(fields.get("destination_addr", ""))
-            if not code.startswith("*"):
-                code = "*" + code
-            if not code.endswith("#"):
-                code += "#"
-            try:
-                service_code, inputs = split_service_code(code)
-            except BadRequest:
-                service_code, inputs = code, ()
-            if bind.service_codes and service_code not in bind.service_codes:
-                # Not a code this bind carries: the dispatcher answers it like any code
-                # the menus do not serve (a polite END).
-                service_code = "*#"
-            hop = Hop("smpp", session_id, msisdn, service_code, HopKind.BEGIN, inputs=inputs, hop_key=hop_key)
-        elif op in dialect.op_continue:
-            hop = Hop("smpp", session_id, msisdn, self._code_of(bind, fields), HopKind.CONTINUE, inputs=(text,), hop_key=hop_key)
-        elif op in dialect.op_abort:
-            hop = Hop("smpp", session_id, msisdn, self._code_of(bind, fields), HopKind.ABORT, hop_key=hop_key)
-        else:
+        _concat, body, _fill = self._payload(bind, fields)
+        text = decode_ussd(
+            int(fields.get("data_coding", 0)), body, packed=bind.gsm7_packed, scheme=dialect.dcs, overrides=bind.mo_data_coding_map
+        ).strip()
+        kind = ussd.op_kind(dialect, op, fields.get("its_session_info"))
+        if kind is None:
             self.log.warning("ussd_op_unknown", bind=bind.name, op=op, msisdn=mask_msisdn(msisdn))
             return smpp_pdu.ESME_RINVOPTPARAMVAL
-        loop = asyncio.get_running_loop()
-        received = loop.time()
+        session_id = ussd.session_id(bind, fields, msisdn)
+        hop_key = ussd.hop_id(dialect, fields, text)
+        marker: str | None = None
+        if hop_key is None:
+            marker = f"ussd:{session_id}"
+            try:
+                hop_key, _resent = await self._resend_key(marker, ussd.resend_fingerprint(fields), dialect.resend_window_s)
+            except DependencyDown:
+                return smpp_pdu.ESME_RSYSERR  # the gateway resends; nothing was done
+        if kind is HopKind.BEGIN:
+            service_code, inputs = ussd.dialled_code(bind, fields, text)
+            hop = Hop("smpp", session_id, msisdn, service_code, kind, inputs=inputs, hop_key=hop_key)
+        else:
+            # The dialogue keeps the code it began with (the dispatcher reads it from the
+            # session record): a continuation's destination_addr is often empty or other.
+            inputs = (text,) if kind is HopKind.CONTINUE else ()
+            hop = Hop("smpp", session_id, msisdn, "", kind, inputs=inputs, hop_key=hop_key)
+        received = asyncio.get_running_loop().time()
         result = await self.gateway.dispatcher.answer(hop)
         if hop.kind is HopKind.ABORT or result.outcome == "replay":
             return smpp_pdu.ESME_ROK  # a release gets no screen; a resent hop was answered once
-        reply = result.reply
-        data_coding, short_message = encode_text(reply.text, packed=bind.gsm7_packed)
-        source = str(fields.get("destination_addr", ""))
-        if source.startswith("*") and "*" in source[1:]:
-            # A shortcut dial (`*100*PIN`): answer from the service code, never echoing
-            # what was dialled after it (a scratch-card PIN) back onto the network.
-            source = self._code_of(bind, fields).rstrip("#")
-        submit: dict[str, Any] = {
-            "service_type": dialect.service_type,
-            "source_addr_ton": fields.get("dest_addr_ton", 0),
-            "source_addr_npi": fields.get("dest_addr_npi", 0),
-            "source_addr": source,
-            "dest_addr_ton": fields.get("source_addr_ton", 1),
-            "dest_addr_npi": fields.get("source_addr_npi", 1),
-            "destination_addr": fields.get("source_addr", ""),
-            "data_coding": data_coding,
-            "short_message": short_message,
-            "ussd_service_op": dialect.op_reply_end if reply.end else dialect.op_reply_continue,
-        }
-        if its is not None:
-            its = int(its)
-            submit["its_session_info"] = (its | dialect.end_bit) if reply.end else (its & ~dialect.end_bit)
-        if umr is not None:
-            submit["user_message_reference"] = umr
+        submit = ussd.screen_submit(bind, fields, result.reply)
         # Sent after this returns, so the deliver_sm_resp goes out before the screen.
-        task = asyncio.get_running_loop().create_task(self._send_screen(bind, submit, received + dialect.reply_deadline_s, msisdn))
+        task = asyncio.get_running_loop().create_task(
+            self._send_screen(bind, submit, received + dialect.reply_deadline_s, msisdn, marker)
+        )
         self._screens.add(task)
         task.add_done_callback(self._screens.discard)
         return smpp_pdu.ESME_ROK
 
-    def _code_of(self, bind: BindSettings, fields: dict[str, Any]) -> str:
-        """The service code of a continuing dialogue: the destination it was sent to,
-        without the inputs of a shortcut dial (`*090*2*1#` continues as `*090#`)."""
-        destination = str(fields.get("destination_addr", ""))
-        code = destination if destination.startswith("*") else "*" + destination
-        code = code if code.endswith("#") else code + "#"
-        try:
-            return split_service_code(code)[0]
-        except BadRequest:
-            return code
+    async def _resend_key(self, marker: str, fingerprint: str, window_s: float) -> tuple[str, bool]:
+        """(key, resent) for a message the gateway gave no id: the previous one's key when
+        this repeats it within the window with nothing in between (a resend), else a new one.
 
-    async def _send_screen(self, bind: BindSettings, submit: dict[str, Any], deadline: float, msisdn: str) -> None:
-        """Hand a USSD screen to the link, or drop it once the dialogue's deadline passed."""
+        Raises:
+            DependencyDown: the store did not answer.
+        """
+        store = self.gateway.store
+        mark = f"{fingerprint}:{os.urandom(6).hex()}"
+        held = await store.swap(marker, mark, window_s)
+        if held is not None and held.split(":", 1)[0] == fingerprint:
+            await store.swap(marker, held, window_s)  # later resends match the first too
+            return f"r:{held}", True
+        return f"r:{mark}", False
+
+    async def _send_screen(
+        self, bind: BindSettings, submit: dict[str, Any], deadline: float, msisdn: str, marker: str | None = None
+    ) -> None:
+        """Hand a USSD screen to the link, or drop it once the dialogue's deadline passed.
+
+        With a resend `marker` (gateways that give a hop no id), a screen the SMSC took
+        ends the resend window: the subscriber answers what they were shown, so the same
+        text again is their new answer, however quick."""
         remaining = deadline - asyncio.get_running_loop().time()
         link = self.links[bind.name]
         try:
@@ -230,29 +225,104 @@ class SmppChannel:
         if outcome.status != smpp_pdu.ESME_ROK:
             self.metrics.ussd_replies_dropped.labels(bind.name).inc()
             self.log.warning("ussd_reply_refused", bind=bind.name, msisdn=mask_msisdn(msisdn), status=outcome.status)
+        elif marker is not None:
+            with contextlib.suppress(DependencyDown):
+                await self.gateway.store.swap(marker, "shown", bind.ussd.resend_window_s)
 
     async def _mo_sms(self, bind: BindSettings, pdu: smpp_pdu.Pdu, msisdn: str) -> int:
         fields = pdu.fields
         short_code = str(fields.get("destination_addr", ""))
-        text = self._text(bind, pdu)
-        raw = fields.get("message_payload") or fields.get("short_message") or b""
-        digest = hashlib.sha1(
-            b"|".join([msisdn.encode(), short_code.encode(), raw, str(fields.get("user_message_reference", "")).encode()])
+        concat, body, fill = self._payload(bind, fields)
+        data_coding = int(fields.get("data_coding", 0))
+        text = decode_mo(data_coding, body, packed=bind.gsm7_packed, fill_bits=fill, overrides=bind.mo_data_coding_map)
+        umr = fields.get("user_message_reference")
+        reference = None if umr is None else f"umr:{umr}"
+        part = MoMessage(msisdn, short_code, text, body, data_coding, reference)
+        if fields.get("sar_msg_ref_num") is not None and int(fields.get("sar_total_segments", 1)) > 1:
+            ref, total, seq = int(fields["sar_msg_ref_num"]), int(fields["sar_total_segments"]), int(fields.get("sar_segment_seqnum", 1))
+        elif concat is not None and concat.total > 1:
+            ref, total, seq = concat.reference, concat.total, concat.sequence
+        else:
+            return await self._handle_mo(bind, part)
+        part.reference = f"concat:{ref}:{total}"
+        key = (msisdn, short_code, str(ref), str(total))
+        whole = self._reassembler(bind).add(part, key, total, seq)
+        if whole is DUPLICATE_PART:
+            self.metrics.mo_duplicates.labels(bind.name).inc()
+            return smpp_pdu.ESME_ROK
+        if whole is None:
+            return smpp_pdu.ESME_ROK  # kept: answered with the last part
+        assert isinstance(whole, MoMessage)
+        status = await self._handle_mo(bind, whole)
+        if status != smpp_pdu.ESME_ROK:
+            self._reassembler(bind).put_back(whole)
+        return status
+
+    def _reassembler(self, bind: BindSettings) -> Reassembler:
+        found = self._reassemblers.get(bind.name)
+        if found is None:
+
+            async def expired(message: MoMessage) -> None:
+                self.metrics.mo_concat_incomplete.labels(bind.name).inc()
+                self.log.warning("mo_sms_incomplete", bind=bind.name, msisdn=mask_msisdn(message.msisdn), parts=len(message.parts), total=message.total)
+                await self._handle_mo(bind, message)
+
+            def dropped(message: MoMessage) -> None:
+                self.metrics.mo_concat_dropped.labels(bind.name).inc()
+                self.log.warning("mo_sms_parts_dropped", bind=bind.name, msisdn=mask_msisdn(message.msisdn), parts=len(message.parts))
+
+            found = self._reassemblers[bind.name] = Reassembler(bind.mo_concat_timeout_s, bind.mo_concat_max, expired, dropped)
+        return found
+
+    async def _handle_mo(self, bind: BindSettings, message: MoMessage) -> int:
+        """Dedupe, route and answer one whole MO SMS; the status for its deliver_sm_resp.
+
+        With a reference (`user_message_reference`, a concatenation reference) the same
+        reference and content within MO_DEDUPE_S is a resend. Without one, only an exact
+        repeat of the subscriber's previous MO, with nothing from them in between,
+        within the bind's `mo_resend_window_s` is: texting a keyword again is never
+        taken for a resend.
+        """
+        msisdn, short_code = message.msisdn, message.short_code
+        content = hashlib.sha1(
+            b"|".join([short_code.encode(), str(message.data_coding).encode(), message.content])
         ).hexdigest()[:20]
         store = self.gateway.store
         try:
-            if not await store.claim_once(f"mo:{digest}", MO_DEDUPE_S):
-                self.metrics.mo_duplicates.labels(bind.name).inc()
-                return smpp_pdu.ESME_ROK  # a resend: already answered
+            if message.reference is not None:
+                marker = "mo:ref:" + hashlib.sha1(f"{msisdn}|{message.reference}|{content}".encode()).hexdigest()[:24]
+                duplicate = await store.swap(marker, "1", MO_DEDUPE_S) == "1"
+                message_key, window = marker[7:], float(MO_DEDUPE_S)
+            else:
+                marker = f"mo:last:{bind.msisdn_tag(msisdn)}"
+                hop_key, duplicate = await self._resend_key(marker, content, bind.mo_resend_window_s)
+                message_key, window = hashlib.sha1(hop_key.encode()).hexdigest()[:24], bind.mo_resend_window_s
+        except DependencyDown as exc:
+            self.log.warning("mo_sms_deferred", bind=bind.name, msisdn=mask_msisdn(msisdn), error=str(exc))
+            return smpp_pdu.ESME_RSYSERR
+        if duplicate:
+            self.metrics.mo_duplicates.labels(bind.name).inc()
+            return smpp_pdu.ESME_ROK  # a resend: already answered
+        limiter = self.gateway.dispatcher.limiter
+        if limiter is not None and (limit := await limiter.check_sms(msisdn)) is not None:
+            # Over the subscriber's MO rate: accepted (so the SMSC does not resend) and
+            # not answered, so an automated sender answering our replies cannot loop.
+            self.gateway.metrics.guard.count_limited(limit)
+            self.log.warning("mo_sms_limited", bind=bind.name, msisdn=mask_msisdn(msisdn))
+            return smpp_pdu.ESME_ROK
+        try:
             # Bounded like a USSD hop: a hung store or backend must not hold the link.
             async with asyncio.timeout(self.gateway.dispatcher.settings.hop_deadline_s * 2):
                 lang = await store.get_language(msisdn)
-                reply = await self.keywords.handle(msisdn, short_code, text, message_key=digest, lang=lang)
+                reply = await self.keywords.handle(msisdn, short_code, message.text, message_key=message_key, lang=lang)
                 if reply is not None:
-                    await store.enqueue_sms(OutboundSms(to=msisdn, sender=short_code, text=reply, dedupe_key=f"reply:{digest}"))
+                    await store.enqueue_sms(OutboundSms(to=msisdn, sender=short_code, text=reply, dedupe_key=f"reply:{message_key}"))
                     self._wake_drain.set()
         except (DependencyDown, TimeoutError) as exc:
-            # The SMSC will resend when we answer with an error: nothing is lost.
+            # The SMSC will resend when we answer with an error: forget this one so the
+            # resend is handled, not taken for a duplicate.
+            with contextlib.suppress(DependencyDown, TimeoutError):
+                await store.swap(marker, "", min(window, 1.0))
             self.log.warning("mo_sms_deferred", bind=bind.name, msisdn=mask_msisdn(msisdn), error=str(exc))
             return smpp_pdu.ESME_RSYSERR
         self.metrics.mo_sms.labels(bind.name).inc()
@@ -298,10 +368,10 @@ class SmppChannel:
         bind = link.settings
         if bind.long_sms == "payload":
             data_coding, payload = payload_sms(sms.text, packed=bind.gsm7_packed)
-            parts = [{"data_coding": data_coding, "message_payload": payload, "esm_class": 0}]
+            parts = [{"data_coding": mt_data_coding(data_coding, bind.mt_data_coding_map), "message_payload": payload, "esm_class": 0}]
         else:
             parts = [
-                {"data_coding": p.data_coding, "esm_class": p.esm_class, "short_message": p.short_message}
+                {"data_coding": mt_data_coding(p.data_coding, bind.mt_data_coding_map), "esm_class": p.esm_class, "short_message": p.short_message}
                 for p in split_sms(sms.text, packed=bind.gsm7_packed, reference=random.randrange(256))
             ]
         try:

@@ -120,6 +120,8 @@ class SmppLink:
         clock: the sessions' time source; the running loop's `time` by default.
         deliver_concurrency: handlers running at once, at most.
         """
+        if not settings.password:
+            raise ValueError(f"SMPP bind {settings.name!r} has no password: refusing to bind without one")
         self.settings = settings
         self._on_deliver = on_deliver
         self.metrics = metrics or SmppMetrics()
@@ -298,9 +300,11 @@ class SmppLink:
         )
         loop = asyncio.get_running_loop()
         try:
+            tls = settings.ssl_context()  # a failed TLS handshake is a failed connect
             async with asyncio.timeout(settings.response_timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self, role, session), settings.host, settings.port
+                    lambda: Connection(self, role, session), settings.host, settings.port,
+                    ssl=tls, server_hostname=settings.host if tls is not None else None,
                 )
         except (OSError, TimeoutError) as exc:
             self._log.warning(

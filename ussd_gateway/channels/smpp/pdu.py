@@ -30,6 +30,7 @@ __all__ = [
     "ESME_RINVOPTPARSTREAM",
     "ESME_RINVPARLEN",
     "ESME_RINVPASWD",
+    "ESME_RINVSRCADR",
     "ESME_RINVSYSID",
     "ESME_RMSGQFUL",
     "ESME_ROK",
@@ -60,6 +61,8 @@ ESME_RINVBNDSTS = 0x04
 """Incorrect bind status for the given command (e.g. submit_sm before bind)."""
 ESME_RALYBND = 0x05
 ESME_RSYSERR = 0x08
+ESME_RINVSRCADR = 0x0A
+"""Invalid source address: a deliver_sm whose source_addr is not a subscriber number."""
 ESME_RBINDFAIL = 0x0D
 ESME_RINVPASWD = 0x0E
 ESME_RINVSYSID = 0x0F

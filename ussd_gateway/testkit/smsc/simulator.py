@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ussd_gateway.channels.smpp.config import UssdDialect
+from ussd_gateway.channels.smpp.dcs import decode_ussd
 from ussd_gateway.channels.smpp.encoding import Concat, decode_sms, decode_text, encode_text, parse_udh
 from ussd_gateway.channels.smpp.pdu import Pdu
 from ussd_gateway.testkit.smsc.control import control_app
@@ -100,6 +101,8 @@ class SmscSimulator(SmppServer):
         host, port: where to listen; port 0 picks a free one (see `port`).
         accounts: system_id -> password accepted on bind.
         dialect: how USSD travels (ops, `its_session_info` end bit, service_type).
+        preset: emulate a gateway of `smpp/presets/` (the dialect is the preset's); the
+            presets other than 3gpp also leave the code out of every continuation.
         control_port: serve the HTTP control API on 127.0.0.1 at this port (0: any free).
         enquire_link_s: send our own `enquire_link` this often on each bind; None: never.
         gsm7_packed: GSM-7 we send and decode is packed (8 septets in 7 octets).
@@ -121,7 +124,12 @@ class SmscSimulator(SmppServer):
         on_pdu: Callable[[LoggedPdu], None] | None = None,
         pdu_log_limit: int = 200_000,
         system_id: str = "SMSCSIM",
+        preset: str | None = None,
     ) -> None:
+        if preset is not None:
+            from ussd_gateway.channels.smpp.presets import dialect as preset_dialect
+
+            dialect = preset_dialect({"preset": preset}, "SmscSimulator")
         super().__init__(
             host, port, accounts, enquire_link_s=enquire_link_s, on_pdu=on_pdu, pdu_log_limit=pdu_log_limit, system_id=system_id
         )
@@ -223,15 +231,25 @@ class SmscSimulator(SmppServer):
         return dialogue
 
     async def _send_ussd(self, dialogue: UssdDialogue, op: int, text: str, *, end: bool = False) -> int:
+        dialect = self.dialect
+        begin = op in dialect.op_begin
+        destination = dialogue.destination
+        if begin and dialect.code_from == "destination_addr":
+            text, destination = "", dialogue.code
+        elif not begin and dialect.preset != "3gpp":
+            destination = ""  # these gateways name the code on the begin only
         data_coding, payload = encode_text(text, packed=self.gsm7_packed)
+        if dialect.dcs == "ussd":
+            data_coding = 0x0F if data_coding == 0 else 0x48  # USSD DCS: GSM 7-bit / UCS2
+        umr = dialogue.number if dialect.session_id_from == "user_message_reference" else next(self._umr) % 0x10000
         fields: dict[str, Any] = {
-            "service_type": self.dialect.service_type,
-            **_addresses(dialogue.msisdn, dialogue.destination),
+            "service_type": dialect.service_type,
+            **_addresses(dialogue.msisdn, destination),
             "esm_class": 0,
             "data_coding": data_coding,
             "short_message": payload,
             "ussd_service_op": op,
-            "user_message_reference": next(self._umr) % 0x10000,
+            "user_message_reference": umr,
         }
         session = dialogue.session_info | (self.dialect.end_bit if end else 0)
         if self.dialect.session_id_from == "its_session_info":
@@ -239,6 +257,11 @@ class SmscSimulator(SmppServer):
         elif self.dialect.session_id_from == "receipted_message_id":
             fields["receipted_message_id"] = str(dialogue.number)
         return await self._send_deliver(fields)
+
+    async def send_deliver(self, fields: dict[str, Any]) -> int:
+        """Send a `deliver_sm` with exactly these fields (any TLV the codec knows), as a
+        gateway with other conventions would; returns its sequence."""
+        return await self._send_deliver(dict(fields))
 
     # ---- tester API: SMS -----------------------------------------------------------------
     async def send_mo(self, msisdn: str, short_code: str, text: str, *, data_coding: int | None = None) -> int:
@@ -317,6 +340,16 @@ class SmscSimulator(SmppServer):
     def _text(self, data_coding: int, payload: bytes) -> str:
         return decode_text(data_coding, payload, packed=self.gsm7_packed)
 
+    def _screen_text(self, data_coding: int, payload: bytes) -> str:
+        """A screen's text, read as a gateway configured like the bind would: the
+        dialect's screen codings, else the USSD DCS (or SMPP's table)."""
+        screen = self.dialect.screen_data_coding
+        if data_coding == screen.get("ucs2"):
+            return self._text(8, payload)
+        if data_coding == screen.get("gsm7"):
+            return self._text(0, payload)
+        return decode_ussd(data_coding, payload, packed=self.gsm7_packed, scheme=self.dialect.dcs)
+
     def _accept_screen(self, pdu: Pdu) -> None:
         fields = pdu.fields
         payload = fields.get("message_payload") or fields.get("short_message", b"")
@@ -325,7 +358,7 @@ class SmscSimulator(SmppServer):
         end = fields.get("ussd_service_op") == self.dialect.op_reply_end or bool(
             session is not None and int(session) & end_bit
         )
-        screen = UssdScreen(self._text(int(fields.get("data_coding", 0)), payload), end, pdu)
+        screen = UssdScreen(self._screen_text(int(fields.get("data_coding", 0)), payload), end, pdu)
         dialogue = self._find_dialogue(str(fields.get("destination_addr", "")), fields)
         if dialogue is None:
             append_bounded(self.orphan_screens, screen, self.pdu_log_limit)
@@ -343,6 +376,8 @@ class SmscSimulator(SmppServer):
         number: int | None = None
         if source == "its_session_info" and fields.get("its_session_info") is not None:
             number = (int(fields["its_session_info"]) & self.dialect.session_mask) >> self._session_shift
+        elif source == "user_message_reference" and fields.get("user_message_reference") is not None:
+            number = int(fields["user_message_reference"])
         elif source == "receipted_message_id" and fields.get("receipted_message_id"):
             try:
                 number = int(fields["receipted_message_id"])

@@ -1,0 +1,147 @@
+"""Reading a request body without trusting it: every way a body can be malformed is the
+caller's mistake and becomes `BadRequest` (HTTP 400 with the reason), never a traceback.
+
+The dialects read their bodies only through here. A body must arrive whole within the
+deadline (a caller trickling it would hold a connection and a handler otherwise); it
+may be gzip- or deflate-compressed (aiohttp inflates it; a corrupt stream is a 400);
+a form must be valid UTF-8 with valid percent-encoding in a charset we know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import re
+import zlib
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ussd_gateway.core.errors import BadRequest
+
+DEFAULT_BODY_TIMEOUT_S = 10.0
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+"""Set by the app from `[http] body_timeout_s`; the default otherwise."""
+RAW_BODIES = web.AppKey("raw_bodies", bool)
+"""True when the server hands bodies over still compressed (`auto_decompress=False`,
+as `app/serving.py` runs it): aiohttp's own inflater never answers some corrupt
+deflate bodies, so we inflate here, bounded by the body size limit."""
+_BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ENCODINGS = ("", "identity", "gzip", "deflate", "x-gzip")
+
+
+class BodyTimeout(BadRequest):
+    """The body did not arrive within the deadline (HTTP 408)."""
+
+
+def _check_encoding(request: web.Request) -> None:
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        raise BadRequest(f"Content-Encoding {encoding[:20]!r} is not accepted (send identity, gzip or deflate)")
+
+
+def _timeout(request: web.Request, timeout_s: float | None) -> float:
+    return timeout_s if timeout_s is not None else request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
+
+
+async def read_bytes(request: web.Request, timeout_s: float | None = None) -> bytes:
+    """The whole body (inflated), or BadRequest. Too big stays aiohttp's 413."""
+    _check_encoding(request)
+    timeout_s = _timeout(request, timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except (HttpProcessingError, zlib.error, ValueError, EOFError, OSError) as exc:
+        raise BadRequest(f"the body could not be read: {exc.__class__.__name__}") from None
+    except Exception as exc:  # aiohttp's decompressors raise their libraries' own errors
+        raise BadRequest(f"the body could not be read: {exc.__class__.__name__}") from None
+    if request.app.get(RAW_BODIES, False):
+        return inflate(raw, request.headers.get("Content-Encoding", ""), request.app._client_max_size)
+    return raw
+
+
+def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """`raw` decoded per its Content-Encoding, at most `limit` bytes; BadRequest when
+    the stream is corrupt or cut short, 413 when it inflates beyond the limit."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    candidates = (31,) if encoding in ("gzip", "x-gzip") else (15, -15)  # deflate: zlib-wrapped, or raw as some send it
+    for wbits in candidates:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            body = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            continue
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+        if inflater.eof and not inflater.unused_data:
+            return body
+    raise BadRequest(f"the body is not valid {encoding} data")
+
+
+async def read_json(request: web.Request, timeout_s: float | None = None) -> dict[str, Any]:
+    """A JSON object, or BadRequest with what is wrong."""
+    raw = await read_bytes(request, timeout_s)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def _charset(request: web.Request) -> str:
+    charset = (request.charset or "utf-8").strip()
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise BadRequest(f"unknown charset {charset[:20]!r} (send utf-8)") from None
+    return charset
+
+
+async def read_form(request: web.Request, timeout_s: float | None = None) -> dict[str, str]:
+    """The fields of an urlencoded or multipart form (the first value of each name), or
+    BadRequest. File parts are refused by the dialect, so they are kept as bytes."""
+    if request.content_type == "multipart/form-data":
+        return await _read_multipart(request, _timeout(request, timeout_s))
+    charset = _charset(request)
+    raw = await read_bytes(request, timeout_s)
+    try:
+        text = raw.decode("ascii")  # an urlencoded body is ASCII; the charset is for what %XX decode to
+        if _BROKEN_ESCAPE.search(text):
+            raise BadRequest("the form has a broken percent-escape (% not followed by two hex digits)")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, encoding=charset, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(f"the form is not valid urlencoded {charset} text") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
+    return form
+
+
+async def _read_multipart(request: web.Request, timeout_s: float) -> dict[str, str]:
+    if "boundary=" not in request.headers.get("Content-Type", ""):
+        raise BadRequest("multipart/form-data needs a boundary")
+    _check_encoding(request)
+    try:
+        async with asyncio.timeout(timeout_s):
+            posted = await request.post()
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {timeout_s:g} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except Exception as exc:  # aiohttp's multipart reader raises what the bytes provoke
+        raise BadRequest(f"the multipart form could not be read: {exc.__class__.__name__}") from None
+    form: dict[str, Any] = {}
+    for name, value in posted.items():
+        form.setdefault(name, value)
+    return form
