@@ -21,6 +21,7 @@ from helpers import make_settings
 from test_transcripts import serving
 
 from ussd_gateway.app.server import GATEWAY
+from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.backend import DemoBackend, HttpBackend, load_demo_data
 from ussd_gateway.backend.demo_selfcare import RedisCare, SelfcareDemo
 from ussd_gateway.testkit.billing_server import create_billing_app
@@ -100,6 +101,33 @@ class TestTopupBackend:
 
 
 class TestAdvanceBackend:
+    async def test_a_card_claimed_but_not_credited_is_credited_by_a_new_dial(
+        self, backend: DemoBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The card is claimed, then the credit fails (Redis stopped, the hop's lock
+        expired): the subscriber's next dial of it, in a new dialogue, credits it once;
+        after that it is used, for them and for anyone else."""
+        care = backend._care
+        original = type(care).run
+        calls = {"n": 0}
+
+        async def fail_first_credit(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise DependencyDown("the credit never reached the store")
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(care), "run", fail_first_credit)
+        number = fresh()
+        with pytest.raises(DependencyDown):
+            await backend.topup(number, CARD_10K[15], "first-dialogue")
+        assert (await backend.account(number)).balance == 100000
+        credited = await backend.topup(number, CARD_10K[15], "second-dialogue")
+        assert (credited.status, credited.balance) == ("ok", 110000)
+        assert (await backend.topup(number, CARD_10K[15], "third-dialogue")).status == "used"
+        assert (await backend.topup(ALICE, CARD_10K[15], "someone-else")).status == "used"
+        assert (await backend.account(number)).balance == 110000
+
     async def test_advance_is_repaid_once_by_top_ups(self, backend: DemoBackend) -> None:
         """3.000d short of 12.000d: 20.000d offered with a 2.000d fee; taken twice with
         one key, credited once; the next top-ups repay 22.000d exactly once."""

@@ -31,6 +31,7 @@ import structlog
 
 from ussd_gateway.core.hop import Hop, HopKind, Reply
 from ussd_gateway.core.msisdn import mask_msisdn
+from ussd_gateway.menus.secret import MASKED_PIN, masked
 
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 MAX_FRAGMENT = 60
@@ -45,36 +46,6 @@ class RecordedHop:
     text: str = ""
     end: bool = False
     hangup: bool = False
-
-
-# ---- secrets: scratch-card PINs never reach a recording ------------------------------------
-MASKED_PIN = "{pin}"
-"""What a recorded transcript sends instead of a PIN (replay with `--var pin=…`)."""
-PIN_LIKE = re.compile(r"\d{12,16}")
-"""A scratch-card PIN as typed: masked wherever it appears as an input."""
-SECRET_STORES = frozenset({"pin"})
-"""Input screens storing these variables are secret: every answer to them is masked."""
-
-
-def secret_parts(menus: Any) -> tuple[frozenset[str], tuple[str, ...]]:
-    """From the compiled menus: the service codes that open on a secret input screen
-    (their dialled inputs are masked, `*100*PIN#`), and the prompts of secret input
-    screens in every language (an answer to a screen showing one is masked)."""
-    codes: set[str] = set()
-    prompts: set[str] = set()
-    secret: set[str] = set()
-    for menu in menus.menus.values():
-        for screen in menu.screens.values():
-            if screen.kind == "input" and screen.store in SECRET_STORES:
-                secret.add(screen.qualified)
-                for lang in ("vi", "vi_dau", "en"):
-                    prompt = screen.text.render({}, lang).strip() if screen.text else ""
-                    if prompt:
-                        prompts.add(prompt)
-    for code, target in menus.services.items():
-        if target in secret:
-            codes.add(code)
-    return frozenset(codes), tuple(sorted(prompts))
 
 
 def toml_string(value: str) -> str:
@@ -311,7 +282,7 @@ class LiveRecorder:
     @staticmethod
     def _masked(value: str, secret: bool) -> str:
         """`{pin}` for an answer to a secret screen or anything shaped like a PIN."""
-        return MASKED_PIN if secret or PIN_LIKE.fullmatch(value.strip()) else value
+        return masked(value, secret)
 
     def _sweep(self, now: float) -> None:
         for key in [k for k, d in self._open.items() if now - d.last > self.idle_s]:

@@ -27,7 +27,8 @@ from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
 from ussd_gateway.services.keywords import KeywordRouter
 from ussd_gateway.core.metrics import Metrics
-from ussd_gateway.app.recording import build_recorder, secret_parts
+from ussd_gateway.app.recording import build_recorder
+from ussd_gateway.menus.secret import secret_parts
 
 
 class ActionRunner:

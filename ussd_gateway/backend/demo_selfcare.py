@@ -16,10 +16,14 @@ is remembered for 24 h, like the purchases of `demo_storage`. The points a purch
 earns, and their history entry, are written by the same change as its debit.
 Two things span two subscribers or the whole system and so cannot sit in one script:
 
-- **A scratch card** is claimed first (`SET ussd:card:<digest> <msisdn>|<key> NX`,
-  PINs are kept only as digests), then credited in the subscriber's change. A
-  retried call with the same key finds its own claim and goes on; any other call
-  finds the card used.
+- **A scratch card** is claimed first for the subscriber (`SET ussd:card:<digest>
+  <msisdn> NX`, PINs are kept only as digests), then credited in the subscriber's
+  change, which notes the card's digest in their state, then marked credited
+  (`<msisdn>|done`). Another subscriber finds the card used; so does this subscriber
+  once it is marked. A claim whose credit never ran (Redis stopped, the hop's lock
+  expired) stays this subscriber's: the retried hop, or a new dial of the same card,
+  credits it then, and the note in the state stops a second credit between the
+  credit and the mark.
 - **A points transfer** is two single-slot steps, each idempotent, completed by retry.
   (1) In the sender's slot, one change debits the points, logs them and adds a pending
   transfer record (`CareState.pending`, id = the call's key) to the sender's state.
@@ -41,6 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 
 from ussd_gateway.backend.demo_data import DemoData
@@ -104,6 +109,8 @@ class CareStore(Protocol):
 
     async def claim_card(self, digest: str, owner: str) -> bool: ...
 
+    async def card_credited(self, digest: str, owner: str) -> None: ...
+
 
 class MemoryCare:
     """In this process, under the account's own lock: a rule's account and state are
@@ -149,6 +156,9 @@ class MemoryCare:
     async def claim_card(self, digest: str, owner: str) -> bool:
         return self._cards.setdefault(digest, owner) == owner
 
+    async def card_credited(self, digest: str, owner: str) -> None:
+        self._cards[digest] = owner + "|done"
+
 
 class RedisCare:
     """In Redis beside the account (see the module doc for the keys): every change is
@@ -192,6 +202,9 @@ class RedisCare:
         current = await self._accounts.command("GET", key)
         return current is not None and current.decode() == owner
 
+    async def card_credited(self, digest: str, owner: str) -> None:
+        await self._accounts.command("SET", f"{self._prefix}:card:{digest}", owner + "|done", "XX")
+
 
 class SelfcareDemo:
     """The self-care methods of `DemoBackend` (a base class of it): needs `_data` and
@@ -233,10 +246,16 @@ class SelfcareDemo:
         value = seed.card_value(pin)
         if value is None:
             return await self._care.run(m, key, refused_topup("invalid"), TopupResult)
-        if not await self._care.claim_card(pin_digest(pin), f"{m}|{key}"):
+        card = pin_digest(pin)
+        if not await self._care.claim_card(card, m):
             return await self._care.run(m, key, refused_topup("used"), TopupResult)
-        rule = topup_rule(value, seed.bonus(value, date.today()), _now())
-        return await self._care.run(m, key, rule, TopupResult)
+        rule = topup_rule(value, seed.bonus(value, date.today()), _now(), card)
+        result = await self._care.run(m, key, rule, TopupResult)
+        try:
+            await self._care.card_credited(card, m)
+        except DependencyDown:
+            pass  # credited all the same; the note in the state answers a new dial `used`
+        return result
 
     async def topup_history(self, msisdn: str, limit: int = 5) -> tuple[TopupRecord, ...]:
         return (await self._care.state(normalise_msisdn(msisdn))).topups[: max(0, limit)]

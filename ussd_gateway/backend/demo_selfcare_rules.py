@@ -79,6 +79,9 @@ class CareState:
     pending: tuple[PendingTransfer, ...] = ()
     logged: tuple[str, ...] = ()
     """Keys of operations already in `points_log` (a retried log is a no-op)."""
+    cards: tuple[str, ...] = ()
+    """Digests of the cards this subscriber was last credited (a card claimed but not
+    yet marked credited is credited once, `demo_selfcare.SelfcareDemo.topup`)."""
 
 
 CareRule = Callable[[Account, CareState], tuple[R, Account | None, CareState | None]]
@@ -93,8 +96,12 @@ def _log(state: CareState, entry: PointsEntry, key: str) -> CareState:
 
 
 # ---- top-up ---------------------------------------------------------------------------------
-def topup_rule(amount: int, bonus: int, now: str) -> CareRule[TopupResult]:
+def topup_rule(amount: int, bonus: int, now: str, card: str) -> CareRule[TopupResult]:
+    """Credit the card `card` (a digest), unless this subscriber was credited it already."""
+
     def rule(account: Account, state: CareState) -> tuple[TopupResult, Account | None, CareState | None]:
+        if card in state.cards:
+            return TopupResult("used", balance=account.balance), None, None
         credit = amount + bonus
         advance = state.advance
         repaid = min(advance.owed, credit) if advance else 0
@@ -105,6 +112,7 @@ def topup_rule(amount: int, bonus: int, now: str) -> CareRule[TopupResult]:
             state,
             topups=(record, *state.topups)[:HISTORY_KEPT],
             advance=replace(advance, owed=left) if advance and left else None,
+            cards=(card, *state.cards)[:SEEN_KEPT],
         )
         result = TopupResult("ok", balance=changed.balance, amount=amount, bonus=bonus, repaid=repaid)
         return result, changed, new_state
