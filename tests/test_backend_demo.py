@@ -131,7 +131,8 @@ class TestPurchase:
     async def test_debits_and_activates(self, backend: DemoBackend) -> None:
         """Buying D15 debits 15,000đ and adds it with 3 days of validity and auto-renewal."""
         result = await backend.purchase(ALICE, "D15", "k1")
-        assert (result.status, result.balance, result.points, result.missing) == ("ok", 185000, 1250, 0)
+        # 15 points earned: one per 1.000d for a non-member (demo_data.toml [points])
+        assert (result.status, result.balance, result.points, result.missing) == ("ok", 185000, 1265, 0)
         assert result.package.code == "D15"
         assert (result.package.expires, result.package.auto_renew, result.package.data_left_mb) == (in_days(3), True, 3072)
         account = await backend.account(ALICE)

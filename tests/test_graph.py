@@ -117,9 +117,9 @@ class TestContent:
         assert "shape=cylinder" in _dot_node_line(dot, "buy:purchase")
         assert "call list_packages(category='data')" in _dot_node_line(dot, "buy:load_data")
         m_edges, d_edges = _mermaid_edges(mermaid), _dot_edges(dot)
-        for outcome, target in (("ok", "done"), ("insufficient", "poor"), ("unknown", "none")):
-            assert ("s_buy__purchase", outcome, f"s_buy__{target}") in m_edges
-            assert ("s_buy__purchase", outcome, f"s_buy__{target}") in d_edges
+        for outcome, target in (("ok", "buy__done"), ("insufficient", "advance__start"), ("unknown", "buy__none")):
+            assert ("s_buy__purchase", outcome, f"s_{target}") in m_edges
+            assert ("s_buy__purchase", outcome, f"s_{target}") in d_edges
         # Every outcome of every action, in both formats.
         for menu in menus.menus.values():
             for screen in menu.screens.values():

@@ -99,7 +99,7 @@ class TestPackageKeywords:
     async def test_kt_and_huy(self, router: KeywordRouter) -> None:
         """KT lists active packages; HUY <code> stops a renewal; unknown HUY says so."""
         sms = Sms(router)
-        assert "MAX90 HSD" in await sms("999", "KT")
+        assert "MAX90 con 18GB, HSD" in await sms("999", "KT")  # what is left, not only the name
         assert "Da huy gia han goi MAX90" in await sms("999", "huy max90")
         assert "khong dung goi C120" in await sms("999", "HUY C120")
         assert "chua dang ky goi nao" in await Sms(router, "84905555555")("999", "KT")

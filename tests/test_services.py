@@ -30,6 +30,7 @@ MAIN_LINES = [
     "5. Dich vu GTGT",
     "6. Gop y",
     "7. Ngon ngu/Language",
+    "8. Nap the, khuyen mai",
 ]
 MAIN_MENU = "\n".join(MAIN_LINES)
 FOOTER = "0.Quay lai 00.Trang chu"
@@ -168,7 +169,7 @@ class TestAccount:
         await open_menu(phone)
         screen = await phone.send("1")
         assert not screen.end
-        assert screen.text == "TKC: 200.000d\nDiem KNDL: 1.250\nHang: Chua tham gia\n1. Goi cuoc dang dung\n" + FOOTER
+        assert screen.text == "TKC: 200.000d\nDiem KNDL: 1.250\nHang: Chua tham gia\n1. Goi cuoc dang dung\n2. Lich su nap the\n3. Cuoc tra sau\n" + FOOTER
 
     async def test_packages_show_what_remains_and_expiry(self, phone: Phone) -> None:
         """The active package list shows MAX90 with 18GB left and its expiry date."""
@@ -176,7 +177,7 @@ class TestAccount:
         screen = await phone.walk("1", "1")
         assert screen.text == f"Goi dang dung:\n1. MAX90 con 18GB, HSD {in_days(12)}\n" + FOOTER
         detail = await phone.send("1")
-        assert detail.text == f"MAX90: con 18GB\nHSD: {in_days(12)}\nTu gia han: Co\n1. Huy gia han\n" + FOOTER
+        assert detail.text == f"MAX90: con 18GB\nHSD: {in_days(12)}\nTu gia han: Co\n1. Huy gia han\n2. Ket thuc goi ngay\n" + FOOTER
 
     async def test_cancel_renewal_after_confirmation(self, phone: Phone) -> None:
         """Stopping auto-renewal asks first, ENDs, then the package shows "Tu gia han: Khong"."""
@@ -253,10 +254,13 @@ class TestBuy:
         )
 
     async def test_not_enough_balance_says_how_much_is_missing(self, phone: Phone) -> None:
-        """3.000d cannot buy D15: END with the 12.000d missing, balance unchanged, no SMS."""
+        """3.000d cannot buy D15: an advance is offered first; declined, END with the
+        12.000d missing, balance unchanged, no SMS."""
         phone.msisdn = POOR
         await open_menu(phone)
-        screen = await phone.walk("2", "1", "1", "1")
+        offer = await phone.walk("2", "1", "1", "1")
+        assert offer.text.startswith("TKC thieu 12.000d de mua D15. Ung truoc 20.000d (phi 2.000d)") and not offer.end
+        screen = await phone.send("2")
         assert screen.end
         assert screen.text == "TKC khong du de dang ky goi D15. Quy khach can nap them 12.000d va thu lai."
         assert await balance_of(phone) == "TKC cua quy khach: 3.000d."
@@ -458,7 +462,7 @@ class TestKndl:
         await register(phone)
         await open_menu(phone)
         member = await phone.send("4")
-        assert member.text == "KNDL hang Than thiet\nDiem: 1.250\n1. Doi diem\n" + FOOTER
+        assert member.text == "KNDL hang Than thiet\nDiem: 1.250\n1. Doi diem\n2. Lich su diem\n3. Chuyen diem\n" + FOOTER
 
     async def test_pending_registration_is_shared_by_a_new_dialogue(self, phone: Phone) -> None:
         """After "1 Dang ky", a new dialogue entering KNDL shows the pending confirmation, which completes."""
@@ -487,7 +491,7 @@ class TestKndl:
         phone.msisdn = GOLD
         await open_menu(phone)
         member = await phone.send("4")
-        assert member.text == "KNDL hang Vang\nDiem: 52.000\n1. Doi diem\n" + FOOTER
+        assert member.text == "KNDL hang Vang\nDiem: 52.000\n1. Doi diem\n2. Lich su diem\n3. Chuyen diem\n" + FOOTER
         rewards = await phone.send("1")
         assert rewards.text == (
             "Doi diem lay:\n1. Goi D15 3 ngay (1.500 diem)\n2. Goi C90N 30 ngay (9.000 diem)\n"

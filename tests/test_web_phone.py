@@ -360,7 +360,7 @@ def test_bad_msisdn_shows_the_servers_reason(page: Page) -> None:
     # The other demo subscribers are offered, and a switch takes effect on the next dial.
     page.d.find_element(page.By.CSS_SELECTOR, '.chip[data-msisdn="84901111111"]').click()
     assert page.el("msisdn").get_attribute("value") == "84901111111"
-    assert page.dial("*090*2*1*1*1#") == "end"  # D15 with 3.000d: refused, politely
+    assert page.dial("*090*2*1*1*1*2#") == "end"  # D15 with 3.000d: the advance declined, refused politely
     assert "185.000d" not in page.text("ussd-text")
     assert "84901111111" in page.text("trace")
 

@@ -31,6 +31,7 @@ import structlog
 
 from ussd_gateway.core.hop import Hop, HopKind, Reply
 from ussd_gateway.core.msisdn import mask_msisdn
+from ussd_gateway.menus.secret import MASKED_PIN, masked
 
 _DATE = re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b")
 MAX_FRAGMENT = 60
@@ -96,7 +97,7 @@ def transcript_text(
     so `--var msisdn=…` replays the session as another subscriber."""
 
     def hide(text: str) -> str:
-        text = escape_braces(text)
+        text = escape_braces(text).replace(escape_braces(MASKED_PIN), MASKED_PIN)
         if mask:
             for form in {mask, "0" + mask[2:] if mask.startswith("84") else mask}:
                 text = text.replace(form, "{msisdn}")
@@ -213,6 +214,10 @@ class LiveRecorder:
         self._open: dict[str, _Dialogue] = {}
         self._writes: set[asyncio.Future[Any]] = set()
         self._next_sweep = 0.0
+        self.secret_codes: frozenset[str] = frozenset()
+        """Service codes whose dialled inputs are masked (`secret_parts`)."""
+        self.secret_prompts: tuple[str, ...] = ()
+        """Prompts whose answers are masked (`secret_parts`)."""
         self.written = 0
         self.dropped = 0
         """Dialogues not recorded because `max_open` were already buffered."""
@@ -239,6 +244,8 @@ class LiveRecorder:
                 self.dropped += 1
                 return
             embedded = hop.inputs or (tuple(hop.history.split("*")) if hop.history else ())
+            secret = hop.service_code in self.secret_codes
+            embedded = tuple(self._masked(value, secret) for value in embedded)
             code = hop.service_code if not embedded else "*" + "*".join([hop.service_code[1:-1], *embedded]) + "#"
             dialogue = _Dialogue(hop.msisdn, code, hop.language, hop.history or "", now, now)
             dialogue.hops.append(RecordedHop(None, reply.text, reply.end))
@@ -261,6 +268,9 @@ class LiveRecorder:
                 inputs = hop.inputs
             if not inputs:
                 return
+            shown = next((h.text for h in reversed(dialogue.hops) if h.text), "")
+            secret = any(prompt in shown for prompt in self.secret_prompts)
+            inputs = tuple(self._masked(value, secret) for value in inputs)
             for value in inputs[:-1]:
                 dialogue.hops.append(RecordedHop(value, "", False))
             dialogue.hops.append(RecordedHop(inputs[-1], reply.text, reply.end))
@@ -268,6 +278,11 @@ class LiveRecorder:
             self._finish(key, "ended")
         elif len(dialogue.hops) >= self.max_hops:
             self._finish(key, f"cut after {self.max_hops} hops")
+
+    @staticmethod
+    def _masked(value: str, secret: bool) -> str:
+        """`{pin}` for an answer to a secret screen or anything shaped like a PIN."""
+        return masked(value, secret)
 
     def _sweep(self, now: float) -> None:
         for key in [k for k, d in self._open.items() if now - d.last > self.idle_s]:
@@ -287,6 +302,8 @@ class LiveRecorder:
             "  ussd-gateway replay FILE --var msisdn=84910000001",
             "Expectations are each screen's first line and END/CON; the full screens are in comments.",
         ]
+        if MASKED_PIN in dialogue.code or any(h.input == MASKED_PIN for h in dialogue.hops):
+            header.append(f"Scratch-card PINs are masked as {MASKED_PIN}: give a card at replay with --var pin=….")
         text = transcript_text(dialogue.hops, msisdn=dialogue.msisdn, code=dialogue.code, language=dialogue.language, header=header, mask=dialogue.msisdn)
         path = self.directory / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.toml"
         try:

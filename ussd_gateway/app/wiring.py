@@ -29,6 +29,7 @@ from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
 from ussd_gateway.services.keywords import KeywordRouter
 from ussd_gateway.core.metrics import Metrics
 from ussd_gateway.app.recording import build_recorder
+from ussd_gateway.menus.secret import secret_parts
 
 
 class ActionRunner:
@@ -131,6 +132,9 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         resume_window_s=s.resume_window_s,
     )
     metrics = metrics or Metrics()
+    recorder = build_recorder(settings.recording)
+    if recorder is not None:  # scratch-card PINs are masked in recordings
+        recorder.secret_codes, recorder.secret_prompts = secret_parts(menus)
     lim = settings.limits
     limits = Limits(lim.msisdn_hops_per_minute, lim.msisdn_sessions_per_minute, lim.msisdn_sms_per_minute)
     limiter = SubscriberLimiter(limits, store if isinstance(store, RedisStore) else None) if limits.active else None
@@ -144,7 +148,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
             default_lang=settings.screen.default_language,
         ),
         metrics=metrics,
-        recorder=build_recorder(settings.recording),
+        recorder=recorder,
         limiter=limiter,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)

@@ -27,6 +27,8 @@ from ussd_gateway.backend.demo_rules import (
     purchase_rule,
     redeem_rule,
 )
+from ussd_gateway.backend.demo_selfcare import SelfcareDemo
+from ussd_gateway.backend.demo_selfcare_rules import earning
 from ussd_gateway.backend.demo_storage import MemoryStorage, Storage
 from ussd_gateway.backend.port import (
     Account,
@@ -44,12 +46,13 @@ __all__ = ["DemoBackend", "DemoData", "load_demo_data"]
 MAX_KEY_LENGTH = 200
 
 
-class DemoBackend:
+class DemoBackend(SelfcareDemo):
     """`SubscriberBackend` over the seed data, in memory or in Redis.
 
     MSISDNs are normalised (`0901234567` and `84901234567` are one subscriber). Any
     number not in the seed gets the seed's defaults on first contact, so load tests can
-    use as many subscribers as they like.
+    use as many subscribers as they like. The self-care services (top-up, postpaid,
+    points, offers, advance) are the `SelfcareDemo` half.
     """
 
     def __init__(self, data: DemoData, storage: Storage) -> None:
@@ -103,19 +106,21 @@ class DemoBackend:
     async def purchase(
         self, msisdn: str, package_code: str, idempotency_key: str, confirm: Confirm | None = None
     ) -> PurchaseResult:
-        rule = purchase_rule(self._data.catalogue, package_code, date.today())
-        return await self._storage.change_once(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule, confirm)
+        # The debit, the points it earns and their history entry: one change (`_tracked`).
+        rule = earning(purchase_rule(self._data.catalogue, package_code, date.today()), self._data.selfcare)
+        key = _checked_key(idempotency_key)
+        return await self._tracked(normalise_msisdn(msisdn), key, rule, "earn", package_code.upper(), confirm)
 
     async def buy_bundle(
         self, msisdn: str, choice: BundleChoice, idempotency_key: str, confirm: Confirm | None = None
     ) -> PurchaseResult:
         key = _checked_key(idempotency_key)
-        rule = bundle_rule(self._data.catalogue, choice, key, date.today())
-        return await self._storage.change_once(normalise_msisdn(msisdn), key, rule, confirm)
+        rule = earning(bundle_rule(self._data.catalogue, choice, key, date.today()), self._data.selfcare)
+        return await self._tracked(normalise_msisdn(msisdn), key, rule, "earn", choice.name, confirm)
 
     async def redeem(self, msisdn: str, reward_code: str, idempotency_key: str) -> PurchaseResult:
         rule = redeem_rule(self._data.catalogue, reward_code, date.today())
-        return await self._storage.change_once(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule)
+        return await self._tracked(normalise_msisdn(msisdn), _checked_key(idempotency_key), rule, "redeem", reward_code)
 
     async def cancel_renewal(self, msisdn: str, package_code: str) -> ChangeResult:
         return await self._storage.change(normalise_msisdn(msisdn), cancel_renewal_rule(package_code))

@@ -14,6 +14,7 @@ from typing import Any
 
 from ussd_gateway.core.msisdn import normalise_msisdn
 
+from ussd_gateway.backend.demo_selfcare_seed import SelfcareSeed, parse_selfcare
 from ussd_gateway.backend.port import (
     Account,
     ActivePackage,
@@ -72,6 +73,8 @@ class DemoData:
     default_points: int
     default_usage: UsageProfile
     subscribers: dict[str, SeedSubscriber]
+    selfcare: SelfcareSeed = SelfcareSeed()
+    """Cards, offers, points and advance rules, postpaid bills (`demo_selfcare_seed`)."""
 
     def new_account(self, msisdn: str, today: date) -> Account:
         """The account `msisdn` has on first contact: its seed, or the defaults."""
@@ -145,4 +148,5 @@ def _parse(raw: dict[str, Any]) -> DemoData:
         default_points=defaults.get("points", 0),
         default_usage=default_usage,
         subscribers=subscribers,
+        selfcare=parse_selfcare(raw),
     )

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -41,13 +42,15 @@ from ussd_gateway.backend.port import (
     VasSubscription,
 )
 
-# KEYS: account, idempotency record, the subscriber's session (its hop lock), their SMS outbox (all
-# in the subscriber's slot). ARGV: the account as read ('' when absent), the account to
-# write ('' unchanged), the result to remember ('' none), its ttl s, the hop's lock
-# token ('' no fence), the confirmation SMS ('' none), the outbox ttl s.
+# KEYS: account, idempotency record, the subscriber's session (its hop lock), their SMS outbox, and
+# optionally a document kept beside the account (the self-care state) (all in the
+# subscriber's slot). ARGV: the account as read ('' when absent), the account to write
+# ('' unchanged), the result to remember ('' none), its ttl s, the hop's lock token
+# ('' no fence), the confirmation SMS ('' none), the outbox ttl s, and with KEYS[5]:
+# the document as read ('' when absent), the document to write ('' unchanged).
 # Order matters: a hop whose lock is gone (it answered busy, Redis ran this late)
-# changes nothing; a key already used answers its first result; an account changed
-# since it was read makes the caller read again.
+# changes nothing; a key already used answers its first result; an account (or
+# document) changed since it was read makes the caller read again.
 _CHANGE = LOCK_FENCE_LUA + """
 if ARGV[5] ~= '' and not hop_lock_is(KEYS[3], ARGV[5]) then return {'fenced'} end
 if ARGV[3] ~= '' then
@@ -55,7 +58,9 @@ if ARGV[3] ~= '' then
   if done then return {'done', done} end
 end
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return {'moved'} end
+if KEYS[5] and (redis.call('GET', KEYS[5]) or '') ~= ARGV[8] then return {'moved'} end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+if KEYS[5] and ARGV[9] ~= '' then redis.call('SET', KEYS[5], ARGV[9]) end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
 if ARGV[6] ~= '' then
   redis.call('RPUSH', KEYS[4], ARGV[6])
@@ -112,6 +117,11 @@ class RedisStorage:
     slot per script. The confirmation SMS is written by the same script into the
     subscriber's outbox, so a debit and its SMS exist together or not at all; the
     outbox is then moved to the SMS queue (in the background: the hop does not wait).
+
+    The self-care state (`demo_selfcare`) is a second document in the same slot that
+    `change_beside` compares and sets in the same script as the account, so a top-up,
+    a bill payment, an advance, one side of a points transfer, or a purchase with the
+    points it earns, is written whole or not at all, with the same fence.
 
     Every call is bounded by `timeout_s`, with no socket timeout on the shared client:
     a cancelled read makes redis-py drop that connection.
@@ -171,30 +181,49 @@ class RedisStorage:
         return _account_from_json(raw)
 
     async def change(self, msisdn: str, rule: Rule[R]) -> R:
-        return await self._transact(msisdn, rule, None, None)
+        return await self._transact(msisdn, _alone(rule), None, None, None)
 
     async def change_once(
         self, msisdn: str, key: str, rule: Rule[PurchaseResult], confirm: Confirm | None = None
     ) -> PurchaseResult:
-        return await self._transact(msisdn, rule, key, confirm)
+        return await self._transact(msisdn, _alone(rule), key, confirm, None)
 
-    async def _transact(self, msisdn: str, rule: Rule[Any], idempotency_key: str | None, confirm: Confirm | None) -> Any:
+    async def change_beside(
+        self,
+        msisdn: str,
+        key: str | None,
+        rule: BesideRule[R],
+        beside: Beside,
+        *,
+        confirm: Confirm | None = None,
+    ) -> R:
+        """Like `change_once` (or `change` without a key), for a rule that reads and
+        changes `beside`'s document too: both written by the same script, or neither."""
+        return await self._transact(msisdn, rule, key, confirm, beside)
+
+    async def _transact(
+        self, msisdn: str, rule: BesideRule[Any], idempotency_key: str | None, confirm: Confirm | None, beside: Beside | None
+    ) -> Any:
         account_key = self._account_key(msisdn)
-        idem_key = self._idem_key(msisdn, idempotency_key or "-")
+        idem_key = subscriber_key(self._prefix, msisdn, (beside.idem if beside else "idem:") + (idempotency_key or "-"))
+        decode = beside.decode if beside is not None else _purchase_from_json
         lock = HOP_LOCK.get()
         fence = lock.token if lock is not None and lock.msisdn == msisdn else ""
-        keys = (account_key, idem_key, subscriber_key(self._prefix, msisdn, SESSION_KEY), subscriber_key(self._prefix, msisdn, "outbox"))
+        keys: tuple[str, ...] = (account_key, idem_key, subscriber_key(self._prefix, msisdn, SESSION_KEY), subscriber_key(self._prefix, msisdn, "outbox"))
+        if beside is not None:
+            keys += (subscriber_key(self._prefix, msisdn, beside.name),)
         for _ in range(self.MAX_ATTEMPTS):
-            stored = await self._run("MGET", account_key, idem_key)
+            stored = await self._run("MGET", account_key, idem_key, *keys[4:])
             if idempotency_key is not None and stored[1] is not None:
-                return _purchase_from_json(stored[1])
+                return decode(stored[1])
             account = self._new_account(msisdn) if stored[0] is None else _account_from_json(stored[0])
-            result, changed = rule(account)
+            doc = None if beside is None else (beside.new(msisdn) if stored[2] is None else beside.load(stored[2]))
+            result, changed, doc_changed = rule(account, doc)
             write = changed if changed is not None else (account if stored[0] is None else None)
             sms: OutboundSms | None = None
             if confirm is not None and getattr(result, "status", "") == "ok":
                 sms = confirm(result)
-            args = (
+            args: tuple[Any, ...] = (
                 stored[0] or b"",
                 orjson.dumps(write) if write is not None else b"",
                 orjson.dumps(result) if idempotency_key is not None else b"",
@@ -203,6 +232,10 @@ class RedisStorage:
                 sms_payload(sms) if sms is not None else b"",
                 OUTBOX_TTL_S,
             )
+            if beside is not None:
+                # A document seen for the first time is written as made (its seed is dated).
+                doc_write = doc_changed if doc_changed is not None else (doc if stored[2] is None else None)
+                args += (stored[2] or b"", orjson.dumps(doc_write) if doc_write is not None else b"")
             outcome = await self._script(keys, args)
             status = outcome[0]
             if status == b"ok":
@@ -210,7 +243,7 @@ class RedisStorage:
                     self._flush_later(msisdn)
                 return result
             if status == b"done":
-                return _purchase_from_json(outcome[1])
+                return decode(outcome[1])
             if status == b"fenced":
                 raise DependencyDown("the hop's lock expired before its money write reached Redis; nothing was changed")
             # b"moved": another call changed the account since we read it; read again.
@@ -257,6 +290,43 @@ class RedisStorage:
             await asyncio.gather(*self._flushes, return_exceptions=True)
         if self._owned:
             await self._client.aclose()
+
+    # ---- shared with the self-care services (demo_selfcare): same client, keys, bounds ----
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    async def command(self, *command: Any) -> Any:
+        """One Redis command, bounded by the storage's timeout like its own."""
+        return await self._run(*command)
+
+
+@dataclass(frozen=True, slots=True)
+class Beside:
+    """A JSON document kept beside each account, in the subscriber's slot, that a
+    `change_beside` rule reads and changes with the account (the self-care state)."""
+
+    name: str
+    """Its key's suffix (`ussd:{msisdn}:<name>`)."""
+    new: Callable[[str], Any]
+    """The document of a subscriber who has none yet."""
+    load: Callable[[bytes], Any]
+    idem: str
+    """The prefix of its calls' idempotency keys (`ussd:{msisdn}:<idem><key>`)."""
+    decode: Callable[[bytes], Any]
+    """A remembered result from its JSON."""
+
+
+BesideRule = Callable[[Account, Any], tuple[R, Account | None, Any]]
+"""A rule over the account and the document beside it: (result, changed account or
+None, changed document or None)."""
+
+
+def _alone(rule: Rule[R]) -> BesideRule[R]:
+    def beside(account: Account, _doc: Any) -> tuple[R, Account | None, None]:
+        return (*rule(account), None)
+
+    return beside
 
 
 @contextmanager

@@ -10,7 +10,8 @@ Choices the port leaves open:
   current one ends (or today, if that is later) and the package's allowances are added
   to what is left. Nothing is forfeited. Its auto-renewal stays as the subscriber set
   it: buying again never silently turns a stopped renewal back on.
-- Buying earns no loyalty points (the real operator credits points monthly, off-line).
+- Buying earns loyalty points: `DemoBackend` wraps these rules with
+  `demo_selfcare_rules.earning` (the rates are in `demo_data.toml` `[points]`).
 - Redeeming as a non-member of KNDL answers `unknown`, as for a reward that does not
   exist: there is no reward for this subscriber. The menus only offer redemption to
   members, so this is a guard, not a flow.

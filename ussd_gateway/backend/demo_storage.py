@@ -99,3 +99,16 @@ class MemoryStorage:
 
     async def close(self) -> None:
         return None
+
+    # ---- shared with the self-care services (demo_selfcare): the same lock and accounts ----
+    def account_lock(self, msisdn: str) -> asyncio.Lock:
+        """The lock every change of `msisdn`'s account holds."""
+        return self._locks[msisdn]
+
+    def current(self, msisdn: str) -> Account:
+        """The account as it is (created from the seed on first contact); hold the lock."""
+        return self._get(msisdn)
+
+    def replace_account(self, msisdn: str, account: Account) -> None:
+        """Store a changed account; hold the lock."""
+        self._accounts[msisdn] = account

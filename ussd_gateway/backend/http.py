@@ -128,8 +128,11 @@ def _decode_dataclass(cls: type, value: Any, where: str) -> Any:
 
 # ---- The client -----------------------------------------------------------------------
 
+from ussd_gateway.backend.http_selfcare import SelfcareHttp as _SelfcareHttp  # noqa: E402 (it uses decode, above)
 
-class HttpBackend:
+
+
+class HttpBackend(_SelfcareHttp):
     """`SubscriberBackend` over HTTP/JSON (see `docs/backend-http.md`).
 
     `session` lets the application share one connection pool; the backend then leaves

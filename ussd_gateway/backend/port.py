@@ -211,6 +211,148 @@ Confirm = Callable[["PurchaseResult"], OutboundSms]
 """Renders the confirmation SMS of a successful purchase from its result."""
 
 
+# ---- self-care services: top-up, postpaid, points, offers, airtime advance ---------------
+@dataclass(frozen=True, slots=True)
+class TopupResult:
+    """The outcome of a scratch-card top-up.
+
+    `status` is `ok` (credited), `invalid` (no such card PIN) or `used` (the card was
+    already used, by anyone). Only `ok` changes anything.
+    """
+
+    status: Literal["ok", "invalid", "used"]
+    balance: int
+    """Main balance after the top-up."""
+    amount: int = 0
+    """The card's face value, đồng."""
+    bonus: int = 0
+    """Promotional bonus credited on top of `amount` (see `offers`)."""
+    repaid: int = 0
+    """Taken from the top-up to repay an airtime advance (see `take_advance`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopupRecord:
+    """One past top-up (newest first in a history)."""
+
+    at: str
+    """ISO timestamp (UTC)."""
+    amount: int
+    bonus: int = 0
+    repaid: int = 0
+    channel: str = "card"
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """A postpaid subscriber's current bill."""
+
+    period: str
+    """The billed month, `YYYY-MM`."""
+    amount: int
+    """The bill's total, đồng."""
+    paid: int
+    """Paid so far."""
+    due: str
+    """ISO date by which the rest must be paid."""
+    pay_from_balance: bool = False
+    """Whether the bill may be paid from the subscriber's linked main balance."""
+
+    @property
+    def unpaid(self) -> int:
+        return max(0, self.amount - self.paid)
+
+
+@dataclass(frozen=True, slots=True)
+class BillPayment:
+    """The outcome of paying a bill from the linked main balance.
+
+    `status`: `ok` (paid in full), `insufficient` (`missing` more needed; nothing
+    changed), `nothing_due`, or `not_allowed` (not postpaid, or no linked balance).
+    """
+
+    status: Literal["ok", "insufficient", "nothing_due", "not_allowed"]
+    balance: int
+    paid: int = 0
+    """Paid by this call."""
+    unpaid: int = 0
+    """Still unpaid after the call."""
+    missing: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PointsEntry:
+    """One movement of loyalty points (newest first in a history)."""
+
+    at: str
+    kind: Literal["earn", "redeem", "sent", "received"]
+    points: int
+    """Signed: positive earned or received, negative spent or sent."""
+    ref: str = ""
+    """What it was for: a package code, a reward code, the other member's masked number."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """The outcome of a points transfer to another KNDL member.
+
+    `status`: `ok`, `insufficient` (`missing` points), `not_member` (the sender is not a
+    member), `recipient_not_member`, `self` (to one's own number) or `invalid` (fewer
+    than the minimum). Only `ok` changes anything.
+    """
+
+    status: Literal["ok", "insufficient", "not_member", "recipient_not_member", "self", "invalid"]
+    points: int
+    """The sender's points after the call."""
+    sent: int = 0
+    missing: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A current promotion."""
+
+    code: str
+    title: str
+    """One short line, GSM-7 safe (`Tang 20% the nap tu 50.000d`)."""
+    until: str
+    """ISO date of the last day."""
+    kind: Literal["topup_bonus", "package"] = "package"
+    bonus_percent: int = 0
+    """For `topup_bonus`: the percentage of the card value credited as a bonus."""
+    min_amount: int = 0
+    """For `topup_bonus`: the smallest card value that earns it."""
+    package_code: str | None = None
+    """For `package`: the package the offer is about."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceQuote:
+    """What airtime advance (ứng tiền) the subscriber may take now to cover `missing`.
+
+    `status`: `ok` (`amount` and `fee` offered), `owed` (an advance is still unpaid),
+    `too_much` (no advance covers the shortfall) or `not_allowed` (postpaid).
+    """
+
+    status: Literal["ok", "owed", "too_much", "not_allowed"]
+    amount: int = 0
+    fee: int = 0
+    owed: int = 0
+    """Still owed from an earlier advance."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceResult:
+    """The outcome of taking an advance: `ok` credits `amount` now and owes
+    `amount + fee`, repaid from the next top-up; anything else changes nothing."""
+
+    status: Literal["ok", "owed", "too_much", "not_allowed"]
+    balance: int
+    amount: int = 0
+    fee: int = 0
+    owed: int = 0
+
+
 @runtime_checkable
 class SubscriberBackend(Protocol):
     """**Protocol:** the operator's subscriber and billing system, as the menus need it.
@@ -264,6 +406,39 @@ class SubscriberBackend(Protocol):
 
     async def list_feedback(self, limit: int = 100) -> list[Feedback]:
         """Most recent feedback first."""
+
+    # ---- self-care services ------------------------------------------------------------
+    async def topup(self, msisdn: str, pin: str, idempotency_key: str) -> TopupResult:
+        """Credit a scratch card's value (and any bonus, less any advance owed) exactly
+        once per key; a card is usable once, by anyone."""
+
+    async def topup_history(self, msisdn: str, limit: int = 5) -> tuple[TopupRecord, ...]:
+        """The last top-ups, newest first."""
+
+    async def bill(self, msisdn: str) -> Bill | None:
+        """The current bill of a postpaid subscriber; None for prepaid."""
+
+    async def pay_bill(self, msisdn: str, idempotency_key: str) -> BillPayment:
+        """Pay what is unpaid from the linked main balance, exactly once per key."""
+
+    async def points_history(self, msisdn: str, limit: int = 5) -> tuple[PointsEntry, ...]:
+        """The last movements of points, newest first."""
+
+    async def transfer_points(self, msisdn: str, to: str, points: int, idempotency_key: str) -> TransferResult:
+        """Move points to another member, exactly once per key (both sides)."""
+
+    async def end_package(self, msisdn: str, package_code: str) -> ChangeResult:
+        """End an active package now: what is left of it is lost, nothing is refunded
+        (idempotent by nature: `not_found` once it is gone)."""
+
+    async def offers(self, msisdn: str) -> tuple[Offer, ...]:
+        """The promotions open to the subscriber now."""
+
+    async def advance_quote(self, msisdn: str, missing: int) -> AdvanceQuote:
+        """The advance that would cover a shortfall of `missing` đồng, and its fee."""
+
+    async def take_advance(self, msisdn: str, amount: int, idempotency_key: str) -> AdvanceResult:
+        """Credit an advance of `amount` now (owed with its fee), exactly once per key."""
 
     async def close(self) -> None:
         """Release connections."""

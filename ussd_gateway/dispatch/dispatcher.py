@@ -10,6 +10,7 @@ subscriber gets the polite "busy" END before the gateway's deadline.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import os
 import time
@@ -20,6 +21,7 @@ import orjson
 import structlog
 
 from ussd_gateway.menus.engine import Engine
+from ussd_gateway.menus.secret import MASKED_PIN, masked_inputs, secret_codes, secret_screens
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import LoadStatus, SessionStore
 
@@ -63,16 +65,24 @@ class HopResult:
 
 def new_inputs(history: str, seen: str) -> tuple[str, ...] | None:
     """What a cumulative `*`-joined history adds to the part already seen; None when
-    the history does not extend it (the gateway lost track, or retried an old hop)."""
+    the history does not extend it (the gateway lost track, or retried an old hop).
+    A masked part of `seen` (a PIN, `menus.secret`) matches whatever stands there."""
     if history == seen:
         return ()
     if seen == "":
-        rest = history
-    elif history.startswith(seen + "*"):
-        rest = history[len(seen) + 1 :]
-    else:
+        return tuple(history.split("*"))
+    parts, known = history.split("*"), seen.split("*")
+    if len(parts) < len(known) or any(k != p and k != MASKED_PIN for k, p in zip(known, parts)):
         return None
-    return tuple(rest.split("*"))
+    return tuple(parts[len(known) :])
+
+
+def hop_digest(hop_key: str) -> str:
+    """What the store keeps of a hop key: a digest, never the key. Only equality
+    matters (is this hop the last one saved, resent?), and a key may hold what the
+    subscriber typed: an Africa's Talking key is the cumulative `text`, an SMPP one
+    may carry the hop's text, and either can hold a scratch-card PIN."""
+    return hashlib.blake2b(hop_key.encode(), digest_size=12, person=b"ussd-hop-key").hexdigest() if hop_key else ""
 
 
 class Dispatcher:
@@ -101,6 +111,8 @@ class Dispatcher:
         self.recorder = recorder
         """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.app.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
+        self._secret_screens = secret_screens(engine.menus)
+        self._secret_codes = secret_codes(engine.menus)
         self.limiter = limiter
         self._hydrate = getattr(engine.run_action, "hydrate", None)
         """Optional `sessions.ratelimit.SubscriberLimiter`: over a subscriber's rate, a
@@ -154,7 +166,7 @@ class Dispatcher:
         token = self._token_prefix + str(next(self._tokens))
         # Only a hop the channel can identify is replayed: a begin without a key (JSON
         # without `seq`) cannot be told from a new dialogue, so it always starts one.
-        hop_key = hop.hop_key or ""
+        hop_key = hop_digest(hop.hop_key or "")
         window = self.settings.begin_retry_ms if hop.kind is HopKind.BEGIN else None
         limiter = self.limiter
         verdict = None
@@ -250,7 +262,12 @@ class Dispatcher:
                 inputs = new_inputs(hop.history, record.history)
                 if inputs is None:  # the gateway's history diverged: show where we are
                     inputs = ()
-                record.history = hop.history
+                    record.history = "*".join(masked_inputs(hop.history.split("*")))
+                elif inputs:
+                    # Kept with PINs masked: the first input answers the screen shown.
+                    answers_secret = f"{record.menu}:{record.screen}" in self._secret_screens
+                    kept = masked_inputs(inputs, first_secret=answers_secret)
+                    record.history = "*".join((record.history, *kept) if record.history else kept)
             else:
                 inputs = hop.inputs
             record.seq += 1
@@ -280,7 +297,9 @@ class Dispatcher:
                 now=now,
                 nonce=os.urandom(8).hex(),
             )
-            record.history = hop.history or ""
+            # Kept with PINs masked (`*100*PIN#` over Africa's Talking: `text` is the PIN).
+            first_secret = hop.service_code in self._secret_codes
+            record.history = "*".join(masked_inputs(hop.history.split("*"), first_secret)) if hop.history else ""
             if previous is not None and previous.session_id != hop.session_id:
                 record.replaced = [previous.session_id, *previous.replaced][:REPLACED_KEPT]
             self.metrics.count_session(self.metrics.sessions_started, channel)

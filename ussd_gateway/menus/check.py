@@ -92,7 +92,10 @@ def worst_case_variables(menus: MenuSet, lang: str, demo_data: Path | None = Non
     ]
     rewards = [{**reward_view(ctx, r, catalogue, {}), "points": most_points} for r in catalogue.rewards]
     highest_price = max(p.price for p in catalogue.packages)
+    from ussd_gateway.services.selfcare import worst_case_variables as selfcare_worst_case
+
     return {
+        **selfcare_worst_case(words, lang, biggest_balance, most_points),
         "account": account,
         "packages": max(categories.values(), key=len),
         "category_label": _longest([words("category_" + c) for c in categories]),

@@ -57,6 +57,9 @@ def create_billing_app(backend: SubscriberBackend, *, token: str | None = None) 
         web.post("/v1/feedback", api.add_feedback),
         web.get("/v1/feedback", api.list_feedback),
     ])
+    from ussd_gateway.testkit.billing_selfcare import selfcare_routes  # it uses this module's helpers
+
+    app.add_routes(selfcare_routes(backend))
     return app
 
 

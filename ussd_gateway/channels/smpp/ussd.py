@@ -102,11 +102,16 @@ def screen_submit(bind: BindSettings, fields: dict[str, Any], reply: Reply) -> d
     """The `submit_sm` showing `reply`, answering the `deliver_sm` `fields`."""
     dialect = bind.ussd
     data_coding, short_message = encode_text(reply.text, packed=bind.gsm7_packed)
+    source = str(fields.get("destination_addr", ""))
+    if source.startswith("*") and "*" in source[1:]:
+        # A shortcut dial (`*100*PIN#`): answer from the service code (`*100`), never
+        # echoing what was dialled after it (a scratch-card PIN) back onto the network.
+        source = source[: source.index("*", 1)]
     submit: dict[str, Any] = {
         "service_type": dialect.service_type,
         "source_addr_ton": fields.get("dest_addr_ton", 0),
         "source_addr_npi": fields.get("dest_addr_npi", 0),
-        "source_addr": fields.get("destination_addr", ""),
+        "source_addr": source,
         "dest_addr_ton": fields.get("source_addr_ton", 1),
         "dest_addr_npi": fields.get("source_addr_npi", 1),
         "destination_addr": fields.get("source_addr", ""),
