@@ -30,7 +30,7 @@ MAIN_LINES = [
     "5. Dich vu GTGT",
     "6. Gop y",
     "7. Ngon ngu/Language",
-    "8. Nap the, khuyen mai",
+    "8. Nap the/KM",
 ]
 MAIN_MENU = "\n".join(MAIN_LINES)
 FOOTER = "0.Quay lai 00.Trang chu"

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ussd_gateway.core.errors import DependencyDown
-from ussd_gateway.core.formats import LANGUAGES, data_size, number
+from ussd_gateway.core.formats import LANGUAGES
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
@@ -80,16 +80,8 @@ def action(func: Action) -> Action:
 
 # ---- shaping backend data for screens -------------------------------------------------
 def describe_allowance(ctx: ActionContext, data_mb: int, voice_min: int, sms: int) -> str:
-    """`4GB, 1.050 phut, 50 SMS` in the subscriber's language: counts grouped as the
-    language writes numbers (`1.050` vi, `1,050` en), like points and money."""
-    parts: list[str] = []
-    if data_mb:
-        parts.append(data_size(data_mb, ctx.lang))
-    if voice_min:
-        parts.append(f"{number(voice_min, ctx.lang)} {ctx.word('unit_min')}")
-    if sms:
-        parts.append(f"{number(sms, ctx.lang)} SMS")
-    return ", ".join(parts) or "-"
+    """`4GB, 1.050 phut, 50 SMS` in the subscriber's language (see `derived.allowance`)."""
+    return derived.allowance(_word_in(ctx), ctx.lang, data_mb, voice_min, sms)
 
 
 def renewal_text(ctx: ActionContext, price: int, days: int, renews: bool = True) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ussd_gateway.core.formats import data_size
+from ussd_gateway.core.formats import data_size, number
 from ussd_gateway.sessions.record import REF, Derived, DerivedDict, SessionRecord
 from ussd_gateway.backend.port import Catalogue, Package, SubscriberBackend
 
@@ -33,16 +33,17 @@ not hashable); the entry keeps the package, so an id reused by another object mi
 _package_lists: dict[tuple[int, str, str, str], tuple[Catalogue, Derived]] = {}
 
 
-def allowance(word: Word, lang: str, data_mb: int, voice_min: int, sms: int) -> str:
-    """`4GB, 1000 phut, 50 SMS` in `lang`."""
+def allowance(word: Word, lang: str, data_mb: int, voice_min: int, sms: int, *, none: str = "-") -> str:
+    """`4GB, 1.050 phut, 50 SMS` in `lang`: counts grouped as the language writes
+    numbers (`1.050` vi, `1,050` en), like points and money; `none` when all are 0."""
     parts: list[str] = []
     if data_mb:
         parts.append(data_size(data_mb, lang))
     if voice_min:
-        parts.append(f"{voice_min} {word('unit_min', lang)}")
+        parts.append(f"{number(voice_min, lang)} {word('unit_min', lang)}")
     if sms:
-        parts.append(f"{sms} SMS")
-    return ", ".join(parts) or "-"
+        parts.append(f"{number(sms, lang)} SMS")
+    return ", ".join(parts) or none
 
 
 def renewal(word: Word, lang: str, price: int, days: int, renews: bool = True) -> str:

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ussd_gateway.core.errors import BadRequest
-from ussd_gateway.core.formats import data_size, money, number
+from ussd_gateway.core.formats import money, number
 from ussd_gateway.core.msisdn import normalise_msisdn
 
 from ussd_gateway.services.actions import ActionContext, action
+from ussd_gateway.services.derived import allowance
 from ussd_gateway.services.keywords import KeywordContext, keyword_handler
 from ussd_gateway.services.pin_guard import guard_for
 
@@ -202,23 +203,14 @@ async def sms_allowances(ctx: KeywordContext) -> str:
     account = await ctx.backend.account(ctx.msisdn)
     if not account.packages:
         return ctx.text("sms_none_active")
-    unit = ctx.texts["unit_min"].render({}, ctx.lang)
+    def word(key: str, lang: str, variables: dict[str, Any] | None = None) -> str:
+        return ctx.texts[key].render(variables or {}, lang)
+
     parts = []
     for p in account.packages:
-        left = _allowance(ctx.lang, unit, p.data_left_mb, p.voice_left_min, p.sms_left)
+        left = allowance(word, ctx.lang, p.data_left_mb, p.voice_left_min, p.sms_left, none="0")
         parts.append(ctx.text("sms_allowance_item", {"name": p.name, "left": left, "expires": p.expires}))
     return ctx.text("sms_allowances", {"list": "; ".join(parts)})
-
-
-def _allowance(lang: str, unit_min: str, data_mb: int, voice_min: int, sms: int) -> str:
-    parts = []
-    if data_mb:
-        parts.append(data_size(data_mb, lang))
-    if voice_min:
-        parts.append(f"{voice_min} {unit_min}")
-    if sms:
-        parts.append(f"{sms} SMS")
-    return ", ".join(parts) or "0"
 
 
 # ---- `menus check`: the longest values these actions put into screens ------------------------
