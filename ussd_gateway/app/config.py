@@ -126,6 +126,9 @@ class LogSettings:
 class SmppSettings:
     binds: tuple[Any, ...] = ()
     """`smpp.config.BindSettings`, one per `[[smpp.binds]]`; none: SMPP off."""
+    readiness: str = "degraded"
+    """What a configured bind that is down does to /readyz: "degraded" (200, the binds'
+    state in the body) or "required" (503: take the instance out of rotation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +239,11 @@ def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> Settings
     if "smpp" in data:
         smpp = data.pop("smpp")
         binds = parse_binds(smpp.get("binds", []) if isinstance(smpp, Mapping) else smpp, origin)
-        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=binds))
+        readiness = smpp.get("readiness", settings.smpp.readiness) if isinstance(smpp, Mapping) else settings.smpp.readiness
+        unknown = set(smpp) - {"binds", "readiness"} if isinstance(smpp, Mapping) else set()
+        if unknown:
+            raise ConfigError(f"{origin}: unknown key {sorted(unknown)[0]!r} in [smpp] (known: binds, readiness)")
+        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=binds, readiness=readiness))
     for section, values in data.items():
         if not hasattr(settings, section) or not isinstance(values, Mapping):
             known = ", ".join(f.name for f in dataclasses.fields(Settings))
@@ -296,5 +303,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"[recording] sample_rate must be between 0 and 1, got {r.sample_rate}")
     if r.max_open < 1 or r.idle_s <= 0:
         raise ConfigError("[recording] max_open must be at least 1 and idle_s positive")
+    if settings.smpp.readiness not in ("degraded", "required"):
+        raise ConfigError(f"[smpp] readiness must be 'degraded' or 'required', got {settings.smpp.readiness!r}")
     if settings.screen.default_language not in ("vi", "vi_dau", "en"):
         raise ConfigError(f"[screen] default_language must be vi, vi_dau or en, got {settings.screen.default_language!r}")

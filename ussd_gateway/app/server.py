@@ -19,6 +19,7 @@ from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 from ussd_gateway.core.secrets import mask_url, register_secrets
 from ussd_gateway.app.wiring import Gateway, build_gateway
+from ussd_gateway.app import menu_reload
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
@@ -26,7 +27,7 @@ SMPP = web.AppKey("smpp", object)
 GUARD = web.AppKey("guard", Guard)
 """Who may call (tokens, allow-list, signatures, admin routes, per-caller rate)."""
 GRAPH_CACHE = web.AppKey("menus_graph", dict)
-"""GET /menus/graph's renderings, per format (the menus do not change while serving)."""
+"""GET /menus/graph's renderings, per format and menu version."""
 
 
 def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
@@ -89,12 +90,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The session store answers; 503 otherwise (take this instance out of rotation)."""
+    """The session store answers and, with `[smpp] readiness = "required"`, every
+    configured bind is up; 503 otherwise (take this instance out of rotation). With
+    "degraded" a bind down is reported in the body but the instance stays ready."""
     gateway = request.app[GATEWAY]
     store = mask_url(gateway.settings.sessions.redis_url) if gateway.settings.sessions.redis_url else "memory"
-    if await gateway.store.ping():
-        return web.json_response({"status": "ready", "store": store})
-    return web.json_response({"status": "store unreachable", "store": store}, status=503)
+    body: dict[str, object] = {"store": store, "menus": gateway.engine.version}
+    problems = []
+    if not await gateway.store.ping():
+        problems.append("store unreachable")
+    if SMPP in request.app:
+        binds = {name: "up" if link.up else "down" for name, link in request.app[SMPP].links.items()}
+        body["smpp"] = binds
+        down = sorted(name for name, state in binds.items() if state == "down")
+        if down and gateway.settings.smpp.readiness == "required":
+            problems.append("smpp bind down: " + ", ".join(down))
+    if problems:
+        return web.json_response({"status": "; ".join(problems), **body}, status=503)
+    return web.json_response({"status": "ready", **body})
 
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -129,18 +142,19 @@ async def menus_graph(request: web.Request) -> web.Response:
         return web.json_response({"error": f"format must be one of {', '.join(_GRAPH_TYPES)}"}, status=400)
     gateway = request.app[GATEWAY]
     cache: dict[str, bytes] = request.app[GRAPH_CACHE]
-    if fmt not in cache:
+    key = f"{fmt}:{gateway.engine.version}"  # a menu reload draws the map again
+    if key not in cache:
         settings = gateway.settings
         demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
         render = functools.partial(render_graph, gateway.menus, fmt, budget=gateway.engine.budget, demo_data=demo)
         try:
-            cache[fmt] = await asyncio.get_running_loop().run_in_executor(None, render)
+            cache[key] = await asyncio.get_running_loop().run_in_executor(None, render)
         except GraphvizMissing as error:
             return web.json_response({"error": str(error)}, status=503)
         except RuntimeError:  # Graphviz is installed but failed (a broken install): not the caller's fault
             return web.json_response({"error": "Graphviz could not draw the map (see `dot -V`); try ?format=mermaid"}, status=503)
     charset = None if fmt == "svg" else "utf-8"
-    return web.Response(body=cache[fmt], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
+    return web.Response(body=cache[key], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -221,4 +235,5 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.router.add_get("/menus/graph", menus_graph)
     app.router.add_get("/sim", web_phone)
     app.router.add_static("/static/", STATIC_DIR, name="static")
+    menu_reload.install(app, built)
     return app

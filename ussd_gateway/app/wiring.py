@@ -14,8 +14,9 @@ from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.redis_store import RedisStore
 from ussd_gateway.sessions.store import SessionStore
 
-from ussd_gateway.menus.compiler import load_menus
+from ussd_gateway.menus.compiler import DEFINITIONS_DIR, load_menus
 from ussd_gateway.menus.engine import Engine
+from ussd_gateway.menus.versions import EngineFactory, VersionedEngine, definitions_version
 from ussd_gateway.menus.model import MenuSet, Screen
 from ussd_gateway.menus.text import ScreenBudget
 
@@ -71,11 +72,13 @@ class Gateway:
     menus: MenuSet
     store: SessionStore
     backend: SubscriberBackend
-    engine: Engine
+    engine: VersionedEngine
     dispatcher: Dispatcher
     metrics: Metrics
     keywords: KeywordRouter
     redis: aioredis.Redis | None = None
+    make_engine: EngineFactory | None = None
+    """Builds an engine for other compiled menus (a reload: `app.menu_reload`)."""
 
     async def close(self) -> None:
         flush = getattr(self.dispatcher.recorder, "flush", None)
@@ -91,7 +94,8 @@ class Gateway:
 def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gateway:
     """Compile the menus (raising MenuError on a bad definition) and connect the parts.
     Connections are opened lazily, on the first hop."""
-    menus = load_menus(Path(settings.menus.directory) if settings.menus.directory else None)
+    directory = menus_directory(settings)
+    menus = load_menus(directory)
     redis_client: aioredis.Redis | None = None
     store: SessionStore
     s = settings.sessions
@@ -116,14 +120,19 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         redis_timeout_s=s.redis_timeout_ms / 1000,
     )
     service_settings = settings.services
-    runner = ActionRunner(menus, backend, store, service_settings)
-    engine = Engine(
-        menus,
-        runner,
-        budget=ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit),
-        default_lang=settings.screen.default_language,
-        resume_window_s=s.resume_window_s,
-    )
+    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
+
+    def make_engine(compiled: MenuSet) -> Engine:
+        # One engine per menu version, each with the actions' view of its own texts.
+        return Engine(
+            compiled,
+            ActionRunner(compiled, backend, store, service_settings),
+            budget=budget,
+            default_lang=settings.screen.default_language,
+            resume_window_s=s.resume_window_s,
+        )
+
+    engine = VersionedEngine(definitions_version(directory), make_engine(menus))
     metrics = metrics or Metrics()
     lim = settings.limits
     limits = Limits(lim.msisdn_hops_per_minute, lim.msisdn_sessions_per_minute, lim.msisdn_sms_per_minute)
@@ -142,4 +151,9 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         limiter=limiter,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
-    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)
+    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client, make_engine)
+
+
+def menus_directory(settings: Settings) -> Path:
+    """The folder the menus are loaded (and reloaded) from."""
+    return Path(settings.menus.directory) if settings.menus.directory else DEFINITIONS_DIR

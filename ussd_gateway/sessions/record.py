@@ -49,6 +49,9 @@ class SessionRecord:
     """Session ids of the subscriber's dialogues this one replaced (newest first, a
     few): a late answer in one of them must not be read as this one's input, nor
     start a dialogue of its own from its history."""
+    menu_version: str = ""
+    """The menu definitions' version (content hash) the dialogue began on: it keeps
+    it until it ends, while new dialogues get a reloaded one. "" = the current one."""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -71,6 +74,7 @@ class SessionRecord:
                 "end": self.ended,
                 "resume": self.resume_of,
                 **({"rp": self.replaced} if self.replaced else {}),
+                **({"mv": self.menu_version} if self.menu_version else {}),
             }
         )
 
@@ -96,6 +100,7 @@ class SessionRecord:
             ended=data["end"],
             resume_of=data["resume"],
             replaced=data.get("rp", []),
+            menu_version=data.get("mv", ""),
         )
 
     def snapshot(self) -> dict[str, Any]:
