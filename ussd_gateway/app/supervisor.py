@@ -61,8 +61,12 @@ class Supervisor:
     def _restart_counter() -> Any:
         # In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set by the caller) the value
         # goes to a file of this process that every worker's /metrics merges.
-        from prometheus_client import Counter
+        from prometheus_client import Counter, values
 
+        # prometheus_client picks its value store when first imported, which in this
+        # process may be before the caller set PROMETHEUS_MULTIPROC_DIR: pick again, or
+        # the count stays in this process's memory and no /metrics ever shows it.
+        values.ValueClass = values.get_value_class()
         return Counter("ussd_worker_restarts", "Worker processes restarted after they died.")
 
     def _start(self, slot: _Slot) -> None:
