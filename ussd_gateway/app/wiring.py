@@ -28,6 +28,7 @@ from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
 from ussd_gateway.services.keywords import KeywordRouter
 from ussd_gateway.core.metrics import Metrics
+from ussd_gateway.core.msisdn import MsisdnRules, configure_msisdn
 from ussd_gateway.app.recording import build_recorder
 
 
@@ -94,6 +95,8 @@ class Gateway:
 def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gateway:
     """Compile the menus (raising MenuError on a bad definition) and connect the parts.
     Connections are opened lazily, on the first hop."""
+    m = settings.msisdn
+    configure_msisdn(MsisdnRules(m.country_code, m.national_prefix, m.min_length, m.max_length))
     directory = menus_directory(settings)
     menus = load_menus(directory)
     redis_client: aioredis.Redis | None = None
