@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,10 @@ def announcement(op: str, version: str | None, origin: str) -> bytes:
 class MenuReloader:
     """Reloads and rolls back this process's menus, and relays through Redis."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, on_change: Callable[[], None] | None = None) -> None:
         self.gateway = gateway
+        self.on_change = on_change
+        """Called when another version becomes current (the app empties its map cache)."""
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.log = structlog.get_logger("ussd_gateway.menus")
         self._lock = asyncio.Lock()
@@ -135,6 +137,8 @@ class MenuReloader:
         fresh = KeywordRouter(menus, gateway.backend, gateway.store, gateway.settings.services, default_lang=gateway.settings.screen.default_language)
         gateway.keywords.texts = fresh.texts
         gateway.keywords._routes = fresh._routes  # noqa: SLF001 - the same class, rebuilt
+        if self.on_change is not None:
+            self.on_change()
 
     # ---- everywhere -----------------------------------------------------------------------
     async def _publish(self, op: str, version: str) -> None:
@@ -232,9 +236,9 @@ async def rollback_route(request: web.Request) -> web.Response:
     return web.json_response(result, status=200 if result["status"] == "rolled back" else 409)
 
 
-def install(app: web.Application, gateway: Gateway) -> MenuReloader:
+def install(app: web.Application, gateway: Gateway, *, on_change: Callable[[], None] | None = None) -> MenuReloader:
     """Add the reloader, its routes and its channel listener to the app."""
-    reloader = MenuReloader(gateway)
+    reloader = MenuReloader(gateway, on_change)
     app[MENU_RELOADER] = reloader
     app.cleanup_ctx.append(reloader.lifecycle)
     app.router.add_post("/admin/menus/reload", reload_route)

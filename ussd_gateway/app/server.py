@@ -27,7 +27,7 @@ SMPP = web.AppKey("smpp", object)
 GUARD = web.AppKey("guard", Guard)
 """Who may call (tokens, allow-list, signatures, admin routes, per-caller rate)."""
 GRAPH_CACHE = web.AppKey("menus_graph", dict)
-"""GET /menus/graph's renderings, per format and menu version."""
+"""GET /menus/graph's renderings, per format (emptied when the menus are reloaded)."""
 
 
 def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
@@ -142,19 +142,18 @@ async def menus_graph(request: web.Request) -> web.Response:
         return web.json_response({"error": f"format must be one of {', '.join(_GRAPH_TYPES)}"}, status=400)
     gateway = request.app[GATEWAY]
     cache: dict[str, bytes] = request.app[GRAPH_CACHE]
-    key = f"{fmt}:{gateway.engine.version}"  # a menu reload draws the map again
-    if key not in cache:
+    if fmt not in cache:
         settings = gateway.settings
         demo = Path(settings.backend.demo_data) if settings.backend.demo_data else None
         render = functools.partial(render_graph, gateway.menus, fmt, budget=gateway.engine.budget, demo_data=demo)
         try:
-            cache[key] = await asyncio.get_running_loop().run_in_executor(None, render)
+            cache[fmt] = await asyncio.get_running_loop().run_in_executor(None, render)
         except GraphvizMissing as error:
             return web.json_response({"error": str(error)}, status=503)
         except RuntimeError:  # Graphviz is installed but failed (a broken install): not the caller's fault
             return web.json_response({"error": "Graphviz could not draw the map (see `dot -V`); try ?format=mermaid"}, status=503)
     charset = None if fmt == "svg" else "utf-8"
-    return web.Response(body=cache[key], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
+    return web.Response(body=cache[fmt], content_type=_GRAPH_TYPES[fmt], charset=charset, headers={"Cache-Control": "no-cache"})
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -235,5 +234,5 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.router.add_get("/menus/graph", menus_graph)
     app.router.add_get("/sim", web_phone)
     app.router.add_static("/static/", STATIC_DIR, name="static")
-    menu_reload.install(app, built)
+    menu_reload.install(app, built, on_change=app[GRAPH_CACHE].clear)
     return app
