@@ -51,6 +51,7 @@ def run_worker(settings: Settings, listeners: list[socket.socket] | None = None)
     from ussd_gateway.app.server import create_app
     from ussd_gateway.app.serving import run
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server reloads menus on it
     configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
     _install_uvloop()
     try:
@@ -146,6 +147,45 @@ def menus_check(args: argparse.Namespace) -> int:
         return 1
     print(f"OK: {len(menus.menus)} menus, {screens} screens, 3 languages, services {', '.join(sorted(menus.services))}.")
     return 0
+
+
+# ---- menus reload / rollback --------------------------------------------------------------
+def menus_announce(args: argparse.Namespace) -> int:
+    """Tell every worker and instance on the Redis to reload (after checking the
+    definitions here) or to roll back to their previous version."""
+    from ussd_gateway.app.menu_reload import CHANNEL, MenusRefused, announcement, compile_checked
+    from ussd_gateway.app.wiring import menus_directory
+
+    settings = _settings(args)
+    if not settings.sessions.redis_url:
+        print("menus: the servers are told through Redis; pass --redis-url (or set [sessions] redis_url). "
+              "A single server without Redis reloads on SIGHUP.", file=sys.stderr)
+        return 2
+    op = args.menus_command
+    version = None
+    if op == "reload":
+        directory, budget, demo = _menu_inputs(args)
+        try:
+            version, _menus = compile_checked(directory or menus_directory(settings), budget, demo)
+        except MenusRefused as refused:
+            for problem in refused.problems:
+                print(problem)
+            print(f"{len(refused.problems)} problem(s): nothing was reloaded.", file=sys.stderr)
+            return 1
+
+    async def publish() -> int:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        try:
+            return int(await client.publish(CHANNEL, announcement(op, version, f"cli:{socket.gethostname()}")))
+        finally:
+            await client.aclose()
+
+    receivers = asyncio.run(publish())
+    what = f"reload (version {version})" if version else "rollback"
+    print(f"{what} announced to {receivers} server process(es)")
+    return 0 if receivers else 1
 
 
 # ---- menus graph --------------------------------------------------------------------------
@@ -293,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config")
     c.add_argument("--dir", help="a folder of definitions (default: the configured or packaged one)")
     c.set_defaults(func=menus_check)
+
+    for name, text in (("reload", "check the definitions, then have every server on the Redis reload them"),
+                       ("rollback", "have every server on the Redis go back to its previous menu version")):
+        a = menus.add_parser(name, help=text)
+        a.add_argument("--config")
+        a.add_argument("--redis-url")
+        if name == "reload":
+            a.add_argument("--dir", help="a folder of definitions to check first (default: the configured or packaged one)")
+        a.set_defaults(func=menus_announce)
 
     g = menus.add_parser("graph", help="draw every menu: screens, options, actions, paging (Mermaid, DOT or SVG)")
     g.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid", help="default mermaid; svg runs Graphviz's `dot`")

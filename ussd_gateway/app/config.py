@@ -126,6 +126,9 @@ class LogSettings:
 class SmppSettings:
     binds: tuple[Any, ...] = ()
     """`smpp.config.BindSettings`, one per `[[smpp.binds]]`; none: SMPP off."""
+    readiness: str = "degraded"
+    """What a configured bind that is down does to /readyz: "degraded" (200, the binds'
+    state in the body) or "required" (503: take the instance out of rotation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,18 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MsisdnSettings:
+    """Subscriber number rules (`core.msisdn`): the defaults are Vietnam's."""
+
+    country_code: str = "84"
+    national_prefix: str = "0"
+    """A number starting with it is national: it is replaced by the country code."""
+    min_length: int = 9
+    max_length: int = 15
+    """Digits of the canonical form, country code included."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
@@ -155,6 +170,7 @@ class Settings:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    msisdn: MsisdnSettings = field(default_factory=MsisdnSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""
@@ -236,7 +252,11 @@ def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> Settings
     if "smpp" in data:
         smpp = data.pop("smpp")
         binds = parse_binds(smpp.get("binds", []) if isinstance(smpp, Mapping) else smpp, origin)
-        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=binds))
+        readiness = smpp.get("readiness", settings.smpp.readiness) if isinstance(smpp, Mapping) else settings.smpp.readiness
+        unknown = set(smpp) - {"binds", "readiness"} if isinstance(smpp, Mapping) else set()
+        if unknown:
+            raise ConfigError(f"{origin}: unknown key {sorted(unknown)[0]!r} in [smpp] (known: binds, readiness)")
+        settings = dataclasses.replace(settings, smpp=SmppSettings(binds=binds, readiness=readiness))
     for section, values in data.items():
         if not hasattr(settings, section) or not isinstance(values, Mapping):
             known = ", ".join(f.name for f in dataclasses.fields(Settings))
@@ -296,5 +316,18 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"[recording] sample_rate must be between 0 and 1, got {r.sample_rate}")
     if r.max_open < 1 or r.idle_s <= 0:
         raise ConfigError("[recording] max_open must be at least 1 and idle_s positive")
+    m = settings.msisdn
+    if not (m.country_code.isascii() and m.country_code.isdigit() and 1 <= len(m.country_code) <= 3 and m.country_code[0] != "0"):
+        raise ConfigError(f"[msisdn] country_code must be 1 to 3 digits not starting with 0 (e.g. \"84\"), got {m.country_code!r}")
+    if m.national_prefix and not (m.national_prefix.isascii() and m.national_prefix.isdigit() and len(m.national_prefix) <= 2):
+        raise ConfigError(f"[msisdn] national_prefix must be up to 2 digits (e.g. \"0\") or empty, got {m.national_prefix!r}")
+    if m.national_prefix == "00":
+        raise ConfigError("[msisdn] national_prefix cannot be \"00\" (that is the international prefix)")
+    if not len(m.country_code) < m.min_length <= m.max_length <= 15:
+        raise ConfigError(
+            f"[msisdn] lengths must satisfy len(country_code) < min_length <= max_length <= 15, got {m.min_length}..{m.max_length}"
+        )
+    if settings.smpp.readiness not in ("degraded", "required"):
+        raise ConfigError(f"[smpp] readiness must be 'degraded' or 'required', got {settings.smpp.readiness!r}")
     if settings.screen.default_language not in ("vi", "vi_dau", "en"):
         raise ConfigError(f"[screen] default_language must be vi, vi_dau or en, got {settings.screen.default_language!r}")

@@ -45,7 +45,7 @@ def check_exposure(settings: Settings) -> None:
     exposed_admin = (admin.port and not is_loopback(admin.host)) or (admin.port == 0 and admin.expose_on_main and not is_loopback(http.host))
     if exposed_admin and not admin.token:
         raise ConfigError(
-            "the admin routes (/sim, /sms/outbound, /menus/graph, /metrics) would be reachable beyond this machine "
+            "the admin routes (/sim, /sms/outbound, /menus/graph, /metrics, /admin/...) would be reachable beyond this machine "
             "without a password: set [admin] token, or keep [admin] host on 127.0.0.1"
         )
 

@@ -19,6 +19,7 @@ from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 from ussd_gateway.core.secrets import mask_url, register_secrets
 from ussd_gateway.app.wiring import Gateway, build_gateway
+from ussd_gateway.app import menu_reload
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
@@ -26,7 +27,7 @@ SMPP = web.AppKey("smpp", object)
 GUARD = web.AppKey("guard", Guard)
 """Who may call (tokens, allow-list, signatures, admin routes, per-caller rate)."""
 GRAPH_CACHE = web.AppKey("menus_graph", dict)
-"""GET /menus/graph's renderings, per format (the menus do not change while serving)."""
+"""GET /menus/graph's renderings, per format (emptied when the menus are reloaded)."""
 
 
 def _dialect_handler(dialect) -> Callable[[web.Request], Awaitable[web.Response]]:  # type: ignore[no-untyped-def]
@@ -89,12 +90,24 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The session store answers; 503 otherwise (take this instance out of rotation)."""
+    """The session store answers and, with `[smpp] readiness = "required"`, every
+    configured bind is up; 503 otherwise (take this instance out of rotation). With
+    "degraded" a bind down is reported in the body but the instance stays ready."""
     gateway = request.app[GATEWAY]
     store = mask_url(gateway.settings.sessions.redis_url) if gateway.settings.sessions.redis_url else "memory"
-    if await gateway.store.ping():
-        return web.json_response({"status": "ready", "store": store})
-    return web.json_response({"status": "store unreachable", "store": store}, status=503)
+    body: dict[str, object] = {"store": store, "menus": gateway.engine.version}
+    problems = []
+    if not await gateway.store.ping():
+        problems.append("store unreachable")
+    if SMPP in request.app:
+        binds = {name: "up" if link.up else "down" for name, link in request.app[SMPP].links.items()}
+        body["smpp"] = binds
+        down = sorted(name for name, state in binds.items() if state == "down")
+        if down and gateway.settings.smpp.readiness == "required":
+            problems.append("smpp bind down: " + ", ".join(down))
+    if problems:
+        return web.json_response({"status": "; ".join(problems), **body}, status=503)
+    return web.json_response({"status": "ready", **body})
 
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -221,4 +234,5 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.router.add_get("/menus/graph", menus_graph)
     app.router.add_get("/sim", web_phone)
     app.router.add_static("/static/", STATIC_DIR, name="static")
+    menu_reload.install(app, built, on_change=app[GRAPH_CACHE].clear)
     return app

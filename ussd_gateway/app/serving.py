@@ -216,8 +216,27 @@ async def start_serving(
     return Serving(runner, sockets[0].getsockname()[1], admin_port, limits, sites, shared)
 
 
+def _reload_menus(app: web.Application) -> None:
+    """SIGHUP: reload this process's menus (`app.menu_reload`; refused ones are logged)."""
+    from ussd_gateway.app.menu_reload import MENU_RELOADER, MenusRefused
+
+    async def reload() -> None:
+        try:
+            await app[MENU_RELOADER].reload(publish=False)
+        except MenusRefused:
+            pass  # logged; the running version serves on
+
+    task = asyncio.get_running_loop().create_task(reload())
+    _RELOADS.add(task)
+    task.add_done_callback(_RELOADS.discard)
+
+
+_RELOADS: set[asyncio.Task[None]] = set()
+
+
 def run(app: web.Application, settings: Settings, *, listeners: Sequence[socket.socket] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; then answer what was received (up to 5 s) and stop."""
+    """Serve until SIGTERM or SIGINT; then answer what was received (up to 5 s) and
+    stop. SIGHUP reloads the menus."""
 
     async def main() -> None:
         serving = await start_serving(app, settings, listeners=listeners)
@@ -225,6 +244,7 @@ def run(app: web.Application, settings: Settings, *, listeners: Sequence[socket.
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload_menus, app)
         try:
             await stopping.wait()
         finally:

@@ -6,7 +6,8 @@ started again after a pause that doubles with each death in a row of that slot
 that cannot start does not spin. Each restart is logged and counted
 (`ussd_worker_restarts_total`, merged into every worker's `/metrics`). SIGTERM or
 SIGINT to the supervisor stops restarting, passes SIGTERM on (each worker answers
-what it received, then exits) and waits for them.
+what it received, then exits) and waits for them. SIGHUP is passed on to every
+worker (each reloads its menus).
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ class Supervisor:
     def _restart_counter() -> Any:
         # In multiprocess mode (PROMETHEUS_MULTIPROC_DIR set by the caller) the value
         # goes to a file of this process that every worker's /metrics merges.
-        from prometheus_client import Counter
+        from prometheus_client import Counter, values
 
+        # prometheus_client picks its value store when first imported, which in this
+        # process may be before the caller set PROMETHEUS_MULTIPROC_DIR: pick again, or
+        # the count stays in this process's memory and no /metrics ever shows it.
+        values.ValueClass = values.get_value_class()
         return Counter("ussd_worker_restarts", "Worker processes restarted after they died.")
 
     def _start(self, slot: _Slot) -> None:
@@ -76,9 +81,16 @@ class Supervisor:
             if slot.process is not None and slot.process.is_alive() and slot.process.pid:
                 os.kill(slot.process.pid, signal.SIGTERM)
 
+    def hangup(self, *_: object) -> None:
+        """Pass SIGHUP on to every live worker."""
+        for slot in self._slots:
+            if slot.process is not None and slot.process.is_alive() and slot.process.pid:
+                os.kill(slot.process.pid, signal.SIGHUP)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGHUP, self.hangup)
         for slot in self._slots:
             self._start(slot)
         while not self._stopping:

@@ -14,8 +14,9 @@ from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.redis_store import RedisStore
 from ussd_gateway.sessions.store import SessionStore
 
-from ussd_gateway.menus.compiler import load_menus
+from ussd_gateway.menus.compiler import DEFINITIONS_DIR, load_menus
 from ussd_gateway.menus.engine import Engine
+from ussd_gateway.menus.versions import EngineFactory, VersionedEngine, definitions_version
 from ussd_gateway.menus.model import MenuSet, Screen
 from ussd_gateway.menus.text import ScreenBudget
 
@@ -28,6 +29,7 @@ from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
 from ussd_gateway.services.keywords import KeywordRouter
 from ussd_gateway.core.metrics import Metrics
+from ussd_gateway.core.msisdn import MsisdnRules, configure_msisdn
 from ussd_gateway.app.recording import build_recorder
 from ussd_gateway.menus.secret import secret_parts
 
@@ -78,11 +80,13 @@ class Gateway:
     menus: MenuSet
     store: SessionStore
     backend: SubscriberBackend
-    engine: Engine
+    engine: VersionedEngine
     dispatcher: Dispatcher
     metrics: Metrics
     keywords: KeywordRouter
     redis: aioredis.Redis | None = None
+    make_engine: EngineFactory | None = None
+    """Builds an engine for other compiled menus (a reload: `app.menu_reload`)."""
 
     async def close(self) -> None:
         flush = getattr(self.dispatcher.recorder, "flush", None)
@@ -98,7 +102,10 @@ class Gateway:
 def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gateway:
     """Compile the menus (raising MenuError on a bad definition) and connect the parts.
     Connections are opened lazily, on the first hop."""
-    menus = load_menus(Path(settings.menus.directory) if settings.menus.directory else None)
+    m = settings.msisdn
+    configure_msisdn(MsisdnRules(m.country_code, m.national_prefix, m.min_length, m.max_length))
+    directory = menus_directory(settings)
+    menus = load_menus(directory)
     redis_client: aioredis.Redis | None = None
     store: SessionStore
     s = settings.sessions
@@ -123,14 +130,19 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         redis_timeout_s=s.redis_timeout_ms / 1000,
     )
     service_settings = settings.services
-    runner = ActionRunner(menus, backend, store, service_settings)
-    engine = Engine(
-        menus,
-        runner,
-        budget=ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit),
-        default_lang=settings.screen.default_language,
-        resume_window_s=s.resume_window_s,
-    )
+    budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
+
+    def make_engine(compiled: MenuSet) -> Engine:
+        # One engine per menu version, each with the actions' view of its own texts.
+        return Engine(
+            compiled,
+            ActionRunner(compiled, backend, store, service_settings),
+            budget=budget,
+            default_lang=settings.screen.default_language,
+            resume_window_s=s.resume_window_s,
+        )
+
+    engine = VersionedEngine(definitions_version(directory), make_engine(menus))
     metrics = metrics or Metrics()
     recorder = build_recorder(settings.recording)
     if recorder is not None:  # scratch-card PINs are masked in recordings
@@ -152,4 +164,9 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         limiter=limiter,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
-    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client)
+    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client, make_engine)
+
+
+def menus_directory(settings: Settings) -> Path:
+    """The folder the menus are loaded (and reloaded) from."""
+    return Path(settings.menus.directory) if settings.menus.directory else DEFINITIONS_DIR

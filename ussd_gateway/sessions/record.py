@@ -92,6 +92,9 @@ class SessionRecord:
     """Session ids of the subscriber's dialogues this one replaced (newest first, a
     few): a late answer in one of them must not be read as this one's input, nor
     start a dialogue of its own from its history."""
+    menu_version: str = ""
+    """The menu definitions' version (content hash) the dialogue began on: it keeps
+    it until it ends, while new dialogues get a reloaded one. "" = the current one."""
     refs: bool = False
     """Loaded with references (`Derived`) still to turn back into values."""
 
@@ -123,6 +126,8 @@ class SessionRecord:
             data["resume"] = self.resume_of
         if self.replaced:
             data["rp"] = self.replaced
+        if self.menu_version:
+            data["mv"] = self.menu_version
         return orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
 
     @classmethod
@@ -148,6 +153,7 @@ class SessionRecord:
             resume_of=data.get("resume"),
             refs=b'"$r"' in raw if isinstance(raw, bytes) else '"$r"' in raw,
             replaced=data.get("rp", []),
+            menu_version=data.get("mv", ""),
         )
 
     def snapshot(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The gateway routes (`/ussd/africastalking`, `/ussd`, `/sms`, `/sms/outbound`) move money
 and show subscribers' data, so a caller must pass what is configured, in this order:
 the allow-list (403), a bearer token (401), an HMAC signature (401). The testers' and
-operators' routes (`/sim`, `/sms/outbound`, `/menus/graph`, `/metrics`) are served on
+operators' routes (`/sim`, `/sms/outbound`, `/menus/graph`, `/metrics`, `/admin/...`) are served on
 the main listener only when `admin_on_main` (loopback binds, or explicitly), else on
 the admin listener, each time behind the admin token when one is set. `/healthz` and
 `/readyz` are always open (load balancers probe them).
@@ -36,7 +36,7 @@ from ussd_gateway.sessions.peer_rate import PeerRate
 
 GATEWAY_PATHS = frozenset({"/ussd/africastalking", "/ussd", "/sms", "/sms/outbound"})
 ADMIN_PATHS = frozenset({"/sim", "/sms/outbound", "/menus/graph", "/metrics"})
-ADMIN_PREFIXES = ("/static/",)
+ADMIN_PREFIXES = ("/static/", "/admin/")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 TIMESTAMP_HEADER = "X-Ussd-Timestamp"
 SIGNATURE_HEADER = "X-Ussd-Signature"
