@@ -82,7 +82,7 @@ def hop_digest(hop_key: str) -> str:
     matters (is this hop the last one saved, resent?), and a key may hold what the
     subscriber typed: an Africa's Talking key is the cumulative `text`, an SMPP one
     may carry the hop's text, and either can hold a scratch-card PIN."""
-    return hashlib.blake2b(hop_key.encode(), digest_size=12, person=b"ussd-hop-key").hexdigest() if hop_key else ""
+    return hashlib.blake2b(hop_key.encode(), digest_size=8, person=b"ussd-hop-key").hexdigest() if hop_key else ""
 
 
 class Dispatcher:
@@ -295,7 +295,7 @@ class Dispatcher:
                 inputs=inputs,
                 previous=previous,
                 now=now,
-                nonce=os.urandom(8).hex(),
+                nonce=os.urandom(6).hex(),  # 48 bits: unique among one subscriber's dialogues
             )
             # Kept with PINs masked (`*100*PIN#` over Africa's Talking: `text` is the PIN).
             first_secret = hop.service_code in self._secret_codes

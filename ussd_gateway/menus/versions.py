@@ -37,7 +37,7 @@ def definitions_version(directory: Path) -> str:
     for path in sorted(directory.glob("*.toml")):
         digest.update(path.name.encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()[:8]
 
 
 class VersionedEngine:

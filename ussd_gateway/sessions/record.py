@@ -113,7 +113,7 @@ class SessionRecord:
             "seq": self.seq,
             "n": self.nonce,
             "hist": self.history,
-            "t0": round(self.started, 3),
+            "t0": int(self.started),  # whole seconds: it only says when the dialogue began
             "t": round(self.updated, 3),
         }
         if self.page:
