@@ -51,7 +51,12 @@ local function apply(k, state, err, now, receipt)
   if err ~= '' then redis.call('HSET', k, 'err', err) end
   if receipt ~= '' then redis.call('HSET', k, 'receipt', receipt) end
   local c = redis.call('HGET', k, 'campaign')
-  if c and c ~= '' then redis.call('HINCRBY', 'ussd:{care}:camp:' .. c .. ':n', state, 1) end
+  if c and c ~= '' then
+    local counts = 'ussd:{care}:camp:' .. c .. ':n'
+    redis.call('HINCRBY', counts, state, 1)
+    if old == 'queued' then redis.call('HINCRBY', counts, 'waiting', -1) end
+    if state == 'queued' then redis.call('HINCRBY', counts, 'waiting', 1) end
+  end
   return 1
 end
 """
@@ -62,7 +67,10 @@ if old == 'held' then apply(KEYS[1], 'queued', '', ARGV[5], '') return 1 end
 if old then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'to', ARGV[1], 'from', ARGV[2], 'text', ARGV[3], 'campaign', ARGV[4], 'at_queued', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-if ARGV[4] ~= '' then redis.call('HINCRBY', 'ussd:{care}:camp:' .. ARGV[4] .. ':n', 'queued', 1) end
+if ARGV[4] ~= '' then
+  redis.call('HINCRBY', 'ussd:{care}:camp:' .. ARGV[4] .. ':n', 'queued', 1)
+  redis.call('HINCRBY', 'ussd:{care}:camp:' .. ARGV[4] .. ':n', 'waiting', 1)
+end
 return 1
 """
 # KEYS: sms, message_id -> id, pending receipt. ARGV: id, message_id, ok, err, now, ttl.

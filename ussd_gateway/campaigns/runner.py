@@ -170,6 +170,11 @@ class CampaignRunner:
             return 0.0
         targets = [t async for t in self.book.targets(campaign, int(state.get("cursor") or 0), batch)]
         if not targets:
+            # Done once none of its SMS waits in the queue: one that quiet hours hold
+            # back comes back to the retry list and goes out in the morning.
+            waiting = int(await self.client.hget(key(campaign_id, "n"), "waiting") or 0)
+            if waiting > 0 or await self.client.llen(key(campaign_id, "retry")):
+                return 0.1
             await self.client.hset(key(campaign_id), "status", "done")
             self.log.info("campaign_done", campaign=campaign_id)
             return None

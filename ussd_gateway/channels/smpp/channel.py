@@ -470,6 +470,8 @@ class SmppChannel:
         await store.ack_sms(item)
         self.metrics.mt_sms.labels(bind.name).inc()
         if sms.sms_id and self.ledger is not None:
-            with contextlib.suppress(Exception):  # the SMS went; only its tracking is lost
+            try:
                 await self.ledger.submitted(sms, outcome.message_id, outcome.status)
+            except Exception as exc:  # the SMS went; only its tracking is lost
+                self.log.warning("sms_tracking_lost", sms_id=sms.sms_id, error=f"{type(exc).__name__}: {exc}")
         return True

@@ -348,15 +348,15 @@ class SmscSimulator(SmppServer):
                 )
                 self._receipt_tasks.add(task)
                 task.add_done_callback(self._receipt_sent)
+        if "ussd_service_op" in pdu.fields:
+            self._accept_screen(pdu)
+        else:
+            self._accept_mt(pdu)
 
     def _receipt_sent(self, task: asyncio.Task[int]) -> None:
         self._receipt_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("automatic delivery receipt not sent: %s", task.exception())
-        if "ussd_service_op" in pdu.fields:
-            self._accept_screen(pdu)
-        else:
-            self._accept_mt(pdu)
 
     def _text(self, data_coding: int, payload: bytes) -> str:
         return decode_text(data_coding, payload, packed=self.gsm7_packed)
