@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "ussd_gateway"
 
 # Bottom to top. A module's layer is its first package under `ussd_gateway`.
-LAYERS = ("core", "sessions", "backend", "services", "menus", "dispatch", "channels", "app", "testkit", "cli")
+LAYERS = ("core", "sessions", "backend", "services", "menus", "dispatch", "campaigns", "channels", "app", "testkit", "cli")
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 MAX_MODULE_LINES = 500
 

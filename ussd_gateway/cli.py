@@ -1,4 +1,4 @@
-"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback."""
+"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, campaign."""
 
 from __future__ import annotations
 
@@ -281,6 +281,59 @@ def feedback_list(args: argparse.Namespace) -> int:
     return asyncio.run(fetch())
 
 
+# ---- campaign -----------------------------------------------------------------------------
+def campaign(args: argparse.Namespace) -> int:
+    """`campaign create|preview|start|pause|resume|cancel|status|list`, on the Redis the
+    servers share (a running server with SMPP binds sends a started campaign)."""
+    import json
+
+    settings = _settings(args)
+    if not settings.sessions.redis_url:
+        print("campaign: campaigns live in Redis; pass --redis-url or set [sessions] redis_url", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        import redis.asyncio as aioredis
+
+        from ussd_gateway.backend import build_backend
+        from ussd_gateway.campaigns.book import CampaignBook, create_from_spec
+        from ussd_gateway.core.errors import BadRequest
+
+        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        b = settings.backend
+        backend = build_backend(b.kind, redis_client=client, demo_data_path=b.demo_data or None, http_url=b.http_url or None,
+                                http_timeout_s=b.http_timeout_ms / 1000, http_token=b.http_token or None)
+        book = CampaignBook(client, backend, settings.campaigns)
+        action = args.campaign_command
+        try:
+            if action == "create":
+                texts = {"vi": args.vi, "vi_dau": args.vi_dau or "", "en": args.en or ""}
+                spec = {"name": args.name, "texts": texts, "sender": args.sender, "limits": {"max_parts": args.max_parts, "max_messages": args.max_messages}}
+                if args.csv:
+                    spec["csv"] = Path(args.csv).read_text(encoding="utf-8-sig")
+                if args.filter is not None:
+                    spec["filter"] = args.filter
+                result = await create_from_spec(book, spec)
+            elif action == "preview":
+                result = await book.preview(args.id, args.sample)
+            elif action in ("start", "pause", "resume", "cancel"):
+                result = {"id": args.id, "status": await book.move(args.id, action)}
+            elif action == "status":
+                result = await book.status(args.id)
+            else:
+                result = [await book.status(campaign_id) for campaign_id in await book.ids()]
+        except (BadRequest, OSError) as error:
+            print(f"campaign {action}: {error}", file=sys.stderr)
+            return 1
+        finally:
+            await backend.close()
+            await client.aclose()
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+
+    return asyncio.run(run())
+
+
 # ---- smsc ---------------------------------------------------------------------------------
 def smsc(args: argparse.Namespace) -> int:
     """Run the SMSC simulator until Ctrl-C/SIGTERM, printing one line per PDU (MSISDNs
@@ -406,6 +459,31 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--redis-url")
     fl.add_argument("--limit", type=int, default=100)
     fl.set_defaults(func=feedback_list)
+
+    cp = commands.add_parser("campaign", help="care campaigns: create, preview, start, pause, resume, cancel, status, list (docs/campaigns.md)")
+    cs = cp.add_subparsers(dest="campaign_command", required=True)
+    cc = cs.add_parser("create", help="a draft campaign from a CSV of MSISDNs or a subscriber filter")
+    cc.add_argument("name")
+    cc.add_argument("--vi", required=True, help="the text without diacritics, e.g. 'Chao {name}, ban co {points|number} diem'")
+    cc.add_argument("--vi-dau", help="the text with diacritics (default: the vi text)")
+    cc.add_argument("--en", help="the English text (default: the vi text)")
+    cc.add_argument("--sender", help="short code or brandname (default: [campaigns] default_sender)")
+    target = cc.add_mutually_exclusive_group(required=True)
+    target.add_argument("--csv", help="a CSV file: MSISDN first; a header row names per-row variables")
+    target.add_argument("--filter", help="e.g. 'tier=Vang,Kim_cuong points>=10000 arpu=50000-200000 has=MAX90 lacks=D15 kndl=yes'")
+    cc.add_argument("--max-parts", type=int, default=2, help="skip a subscriber whose text needs more SMS than this")
+    cc.add_argument("--max-messages", type=int, default=0, help="stop after this many SMS (0: the whole target)")
+    pv = cs.add_parser("preview", help="targets, SMS parts and sample texts, before starting")
+    pv.add_argument("id")
+    pv.add_argument("--sample", type=int, default=3)
+    for name, text in (("start", "start sending"), ("pause", "stop sending for now"), ("resume", "continue a paused campaign"),
+                       ("cancel", "stop for good"), ("status", "counts: sent, delivered, failed, opted out, capped, held")):
+        cs.add_parser(name, help=text).add_argument("id")
+    cs.add_parser("list", help="every campaign's status")
+    for sub in cs.choices.values():
+        sub.add_argument("--config")
+        sub.add_argument("--redis-url")
+    cp.set_defaults(func=campaign)
     return parser
 
 

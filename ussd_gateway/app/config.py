@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ussd_gateway.campaigns.settings import CampaignSettings
 from ussd_gateway.services.settings import ServiceSettings
 
 
@@ -171,6 +172,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     msisdn: MsisdnSettings = field(default_factory=MsisdnSettings)
+    campaigns: CampaignSettings = field(default_factory=CampaignSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""

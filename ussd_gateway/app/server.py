@@ -20,6 +20,7 @@ from ussd_gateway.core.msisdn import normalise_msisdn
 from ussd_gateway.core.secrets import mask_url, register_secrets
 from ussd_gateway.app.wiring import Gateway, build_gateway
 from ussd_gateway.app import menu_reload
+from ussd_gateway.app.campaigns_api import add_routes as add_campaign_routes
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
@@ -186,6 +187,18 @@ def start_outbox_sweeper(store: object, every_s: float) -> asyncio.Task[None] | 
     return asyncio.get_running_loop().create_task(run())
 
 
+def start_campaigns(gateway: Gateway) -> object | None:
+    """The loop that sends running campaigns (`campaigns.runner`), when they are on
+    (Redis). Returns what to `stop()` at shutdown."""
+    if gateway.campaigns is None:
+        return None
+    from ussd_gateway.campaigns.runner import CampaignRunner
+
+    runner = CampaignRunner(gateway.campaigns, gateway.ledger, gateway.store, clock=gateway.campaigns.clock)
+    runner.start()
+    return runner
+
+
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.Application:
     """The gateway's web application. Menus compile here (a bad definition stops the
     start with every problem listed); connections open lazily and close on cleanup."""
@@ -202,6 +215,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         channel = None
         sweeper = start_outbox_sweeper(app[GATEWAY].store, settings.sessions.outbox_sweep_s)
+        campaigns = start_campaigns(app[GATEWAY])
         if settings.smpp.binds:
             from ussd_gateway.channels.smpp.channel import SmppChannel
 
@@ -212,6 +226,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
         if sweeper is not None:
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
+        if campaigns is not None:
+            await campaigns.stop()
         if channel is not None:
             await channel.stop()
         await app[GATEWAY].close()
@@ -235,4 +251,5 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.router.add_get("/sim", web_phone)
     app.router.add_static("/static/", STATIC_DIR, name="static")
     menu_reload.install(app, built, on_change=app[GRAPH_CACHE].clear)
+    add_campaign_routes(app)
     return app

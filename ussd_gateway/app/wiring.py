@@ -87,6 +87,10 @@ class Gateway:
     redis: aioredis.Redis | None = None
     make_engine: EngineFactory | None = None
     """Builds an engine for other compiled menus (a reload: `app.menu_reload`)."""
+    ledger: Any = None
+    """`campaigns.ledger.SmsLedger` (tracked SMS and their receipts); Redis only."""
+    campaigns: Any = None
+    """`campaigns.book.CampaignBook`; Redis only."""
 
     async def close(self) -> None:
         flush = getattr(self.dispatcher.recorder, "flush", None)
@@ -164,9 +168,28 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         limiter=limiter,
     )
     keywords = KeywordRouter(menus, backend, store, service_settings, default_lang=settings.screen.default_language)
-    return Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client, make_engine)
+    gateway = Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client, make_engine)
+    if redis_client is not None:
+        add_campaigns(gateway)
+    return gateway
 
 
 def menus_directory(settings: Settings) -> Path:
     """The folder the menus are loaded (and reloaded) from."""
     return Path(settings.menus.directory) if settings.menus.directory else DEFINITIONS_DIR
+
+
+def add_campaigns(gateway: Gateway, *, clock: Any = None) -> None:
+    """Campaigns, the SMS ledger and the care opt-out keywords (they live in Redis)."""
+    import time
+
+    from ussd_gateway.campaigns.book import CampaignBook
+    from ussd_gateway.campaigns.ledger import SmsLedger
+    from ussd_gateway.campaigns.protect import OptOuts
+
+    c = gateway.settings.campaigns
+    clock = clock or time.time
+    prefix = getattr(gateway.store, "prefix", "ussd")
+    gateway.ledger = SmsLedger(gateway.redis, gateway.store, default_sender=c.default_sender, clock=clock)
+    gateway.campaigns = CampaignBook(gateway.redis, gateway.backend, c, store_prefix=prefix, clock=clock)
+    OptOuts(gateway.redis).install(gateway.keywords, c.optout_short_codes)

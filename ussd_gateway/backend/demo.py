@@ -9,6 +9,8 @@ modes behave identically by construction.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import date, datetime, timezone
 
@@ -30,6 +32,7 @@ from ussd_gateway.backend.demo_rules import (
 from ussd_gateway.backend.demo_selfcare import SelfcareDemo
 from ussd_gateway.backend.demo_selfcare_rules import earning
 from ussd_gateway.backend.demo_storage import MemoryStorage, Storage
+from ussd_gateway.backend.population import Population
 from ussd_gateway.backend.port import (
     Account,
     BundleChoice,
@@ -38,6 +41,8 @@ from ussd_gateway.backend.port import (
     Confirm,
     Feedback,
     PurchaseResult,
+    SubscriberFilter,
+    SubscriberProfile,
     UsageProfile,
 )
 
@@ -55,9 +60,12 @@ class DemoBackend(SelfcareDemo):
     points, offers, advance) are the `SelfcareDemo` half.
     """
 
-    def __init__(self, data: DemoData, storage: Storage) -> None:
+    def __init__(self, data: DemoData, storage: Storage, population: Population | None = None) -> None:
         self._data = data
         self._storage = storage
+        self.population = population or Population()
+        """The generated crowd campaigns filter (`population.py`); its members get their
+        generated account on first contact."""
         # On Redis with an outbox, the money script queues the confirmation SMS with
         # the debit. In memory, the caller's enqueue right after the purchase is as
         # atomic: neither awaits anything that suspends, so no cancel falls between.
@@ -67,7 +75,8 @@ class DemoBackend(SelfcareDemo):
     def in_memory(cls, data: DemoData | None = None) -> "DemoBackend":
         """State lives in this process and dies with it."""
         data = data if data is not None else load_demo_data()
-        return cls(data, MemoryStorage(lambda msisdn: data.new_account(msisdn, date.today())))
+        crowd = Population()
+        return cls(data, MemoryStorage(lambda msisdn: _first_contact(data, crowd, msisdn)), crowd)
 
     @classmethod
     def on_redis(
@@ -85,10 +94,11 @@ class DemoBackend(SelfcareDemo):
         data = data if data is not None else load_demo_data()
         owned = isinstance(client_or_url, str)
         client = redis_client(client_or_url) if isinstance(client_or_url, str) else client_or_url
+        crowd = Population()
         storage = RedisStorage(
-            client, lambda msisdn: data.new_account(msisdn, date.today()), prefix, owned=owned, timeout_s=timeout_s, outbox=outbox
+            client, lambda msisdn: _first_contact(data, crowd, msisdn), prefix, owned=owned, timeout_s=timeout_s, outbox=outbox
         )
-        return cls(data, storage)
+        return cls(data, storage, crowd)
 
     @property
     def data(self) -> DemoData:
@@ -145,8 +155,25 @@ class DemoBackend(SelfcareDemo):
     async def list_feedback(self, limit: int = 100) -> list[Feedback]:
         return await self._storage.list_feedback(limit)
 
+    async def subscribers(self, wanted: SubscriberFilter, start: int = 0) -> AsyncIterator[tuple[int, SubscriberProfile]]:
+        """The generated crowd's subscribers `wanted` selects, by index (as generated:
+        what a subscriber since changed by USSD is not reflected)."""
+        for count, found in enumerate(self.population.matching(wanted, start)):
+            yield found
+            if count % 500 == 499:
+                await asyncio.sleep(0)  # a long walk must not hold the loop
+
     async def close(self) -> None:
         await self._storage.close()
+
+
+def _first_contact(data: DemoData, crowd: Population, msisdn: str) -> Account:
+    """A named subscriber's seed, a crowd member's generated account, else the defaults."""
+    if msisdn not in data.subscribers:
+        generated = crowd.account(msisdn, date.today())
+        if generated is not None:
+            return generated
+    return data.new_account(msisdn, date.today())
 
 
 def _checked_key(key: str) -> str:

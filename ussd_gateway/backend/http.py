@@ -296,6 +296,16 @@ class HttpBackend(_SelfcareHttp):
             raise DependencyDown(f"billing API answered {label} without a `feedback` array")
         return [_strict(Feedback, item, label) for item in payload["feedback"]]
 
+    async def subscribers(self, wanted: Any, start: int = 0) -> Any:
+        """Not in the billing API's contract: campaigns over this backend target a CSV."""
+        from ussd_gateway.backend.port import Unsupported
+
+        raise Unsupported(
+            "the HTTP billing backend cannot list subscribers: target this campaign with a CSV of MSISDNs "
+            "(docs/campaigns.md), or use the demo backend for filters"
+        )
+        yield  # pragma: no cover - makes this an async generator
+
     async def close(self) -> None:
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None

@@ -11,7 +11,7 @@ derives the key from (session, hop), so a gateway retry never charges twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -205,6 +205,56 @@ class Feedback:
     message: str
     at: str = field(default="")
     """ISO timestamp, set by the backend when stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberProfile:
+    """A subscriber as a care campaign selects and addresses them."""
+
+    msisdn: str
+    name: str = ""
+    tier: str = ""
+    """KNDL tier (`Vang`, ...), "" when not a member."""
+    points: int = 0
+    balance: int = 0
+    arpu: int = 0
+    """Average revenue per month, đồng."""
+    package: str = ""
+    """The code of the main active package, "" when none."""
+    expiry: str = ""
+    """ISO date that package ends."""
+    kndl: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberFilter:
+    """Which subscribers a campaign targets; None/empty means "any"."""
+
+    tiers: tuple[str, ...] = ()
+    points_min: int | None = None
+    points_max: int | None = None
+    arpu_min: int | None = None
+    arpu_max: int | None = None
+    has_package: str = ""
+    lacks_package: str = ""
+    kndl: bool | None = None
+
+    def selects(self, p: SubscriberProfile) -> bool:
+        """True when `p` is one of the subscribers this filter wants."""
+        return (
+            (not self.tiers or p.tier.lower() in {t.lower() for t in self.tiers})
+            and (self.points_min is None or p.points >= self.points_min)
+            and (self.points_max is None or p.points <= self.points_max)
+            and (self.arpu_min is None or p.arpu >= self.arpu_min)
+            and (self.arpu_max is None or p.arpu <= self.arpu_max)
+            and (not self.has_package or p.package.upper() == self.has_package.upper())
+            and (not self.lacks_package or p.package.upper() != self.lacks_package.upper())
+            and (self.kndl is None or p.kndl == self.kndl)
+        )
+
+
+class Unsupported(RuntimeError):
+    """The backend does not offer this operation (the message says what to do instead)."""
 
 
 Confirm = Callable[["PurchaseResult"], OutboundSms]
@@ -439,6 +489,11 @@ class SubscriberBackend(Protocol):
 
     async def take_advance(self, msisdn: str, amount: int, idempotency_key: str) -> AdvanceResult:
         """Credit an advance of `amount` now (owed with its fee), exactly once per key."""
+
+    def subscribers(self, wanted: SubscriberFilter, start: int = 0) -> AsyncIterator[tuple[int, SubscriberProfile]]:
+        """(position, profile) of every subscriber `wanted` selects, in a stable order,
+        from position `start` on (a campaign resumes at the position after the last one
+        it handled). Raises `Unsupported` when the backend cannot list subscribers."""
 
     async def close(self) -> None:
         """Release connections."""

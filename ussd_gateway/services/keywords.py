@@ -204,6 +204,11 @@ class KeywordRouter:
             for word in keyword.words:
                 self._routes[(keyword.short_code, word)] = (KEYWORD_HANDLERS[keyword.call], keyword.menu)
 
+    def add_route(self, short_code: str, word: str, handler: KeywordHandler, menu: str) -> None:
+        """Serve `word` (`*`: anything else) on `short_code` with `handler`, for services
+        declared in code rather than in the menus (the care opt-out keywords)."""
+        self._routes[(short_code, word)] = (handler, menu)
+
     @property
     def short_codes(self) -> set[str]:
         return {code for code, _word in self._routes}

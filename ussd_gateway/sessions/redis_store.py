@@ -80,7 +80,7 @@ def subscriber_key(prefix: str, msisdn: str, name: str) -> str:
 def sms_payload(sms: OutboundSms) -> bytes:
     """An outbound SMS as the queue holds it (also written by the demo backend's money
     scripts into a subscriber's outbox)."""
-    return orjson.dumps({"to": sms.to, "from": sms.sender, "text": sms.text, "key": sms.dedupe_key})
+    return orjson.dumps({"to": sms.to, "from": sms.sender, "text": sms.text, "key": sms.dedupe_key, **sms.extras()})
 
 
 # KEYS: in-flight list, queue. ARGV: payload. Back to the head of the queue.
@@ -417,8 +417,7 @@ class RedisStore:
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
         raw = await self._call("LRANGE", SMS_QUEUE_KEY, 0, limit - 1)
-        items = [orjson.loads(item) for item in raw]
-        return [OutboundSms(to=i["to"], sender=i["from"], text=i["text"], dedupe_key=i["key"]) for i in items]
+        return [self._sms_of(item) for item in raw]
 
     async def recent_sms(self, msisdn: str, limit: int = 1000) -> list[OutboundSms]:
         """A subscriber's SMS among the newest `limit` queued, and any still in their
@@ -429,8 +428,7 @@ class RedisStore:
 
     @staticmethod
     def _sms_of(raw: bytes) -> OutboundSms:
-        item = orjson.loads(raw)
-        return OutboundSms(to=item["to"], sender=item["from"], text=item["text"], dedupe_key=item["key"])
+        return OutboundSms.from_payload(orjson.loads(raw))
 
     async def claim_sms(self, limit: int) -> list[ClaimedSms]:
         """LMOVE queue -> in-flight, `limit` times in one round trip (a pipeline)."""

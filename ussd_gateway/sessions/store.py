@@ -43,6 +43,33 @@ class OutboundSms:
     text: str
     dedupe_key: str
     """The same key is queued once, so a retried hop never sends twice."""
+    sms_id: str = ""
+    """Tracked SMS (campaigns, `POST /sms/send`): its id in the SMS ledger, whose state
+    the channel updates when the SMSC takes it and when its delivery receipt comes."""
+    receipt: bool = False
+    """Ask the SMSC for a delivery receipt (`registered_delivery`)."""
+    until: float = 0.0
+    """Unix time after which it must not be sent any more (a campaign's quiet hours
+    start); 0: no limit."""
+
+    def extras(self) -> dict[str, object]:
+        """The optional fields that are set, for a queue's payload."""
+        found: dict[str, object] = {}
+        if self.sms_id:
+            found["id"] = self.sms_id
+        if self.receipt:
+            found["dlr"] = 1
+        if self.until:
+            found["until"] = self.until
+        return found
+
+    @classmethod
+    def from_payload(cls, item: dict[str, object]) -> "OutboundSms":
+        """The SMS a queue's payload holds (`to`, `from`, `text`, `key`, and `extras`)."""
+        return cls(
+            to=str(item["to"]), sender=str(item["from"]), text=str(item["text"]), dedupe_key=str(item["key"]),
+            sms_id=str(item.get("id", "")), receipt=bool(item.get("dlr")), until=float(item.get("until", 0.0)),  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True, slots=True)

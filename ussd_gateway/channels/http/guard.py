@@ -34,9 +34,11 @@ from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.metrics import GuardMetrics
 from ussd_gateway.sessions.peer_rate import PeerRate
 
-GATEWAY_PATHS = frozenset({"/ussd/africastalking", "/ussd", "/sms", "/sms/outbound"})
-ADMIN_PATHS = frozenset({"/sim", "/sms/outbound", "/menus/graph", "/metrics"})
-ADMIN_PREFIXES = ("/static/", "/admin/")
+GATEWAY_PATHS = frozenset({"/ussd/africastalking", "/ussd", "/sms", "/sms/outbound", "/sms/send"})
+GATEWAY_PREFIXES = ("/sms/",)
+"""`/sms/send` and `GET /sms/{id}`: tracked SMS, held to the gateway routes' policy."""
+ADMIN_PATHS = frozenset({"/sim", "/sms/outbound", "/menus/graph", "/metrics", "/campaigns"})
+ADMIN_PREFIXES = ("/static/", "/admin/", "/campaigns/")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 TIMESTAMP_HEADER = "X-Ussd-Timestamp"
 SIGNATURE_HEADER = "X-Ussd-Signature"
@@ -179,9 +181,9 @@ class Guard:
         if admin and policy.admin_token:
             if self._admin_ok(request):
                 return await handler(request)
-            if path not in GATEWAY_PATHS:
+            if path not in GATEWAY_PATHS and not path.startswith(GATEWAY_PREFIXES):
                 return self._admin_refusal(request)
-        if path in GATEWAY_PATHS:
+        if path in GATEWAY_PATHS or path.startswith(GATEWAY_PREFIXES):
             refusal = await self._check_gateway(request, caller)
             if refusal is not None:
                 return refusal

@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import os
 import random
+import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +45,26 @@ MO_DEDUPE_S = 120
 reference) is answered once when it comes again, same name and content, within this."""
 DRAIN_BATCH = 20
 DRAIN_IDLE_S = 0.2
+RECEIPT_TEXT = re.compile(r"\bid:(\S+).*?\bstat:(\w+)(?:.*?\berr:(\w+))?", re.IGNORECASE | re.DOTALL)
+"""The receipt text SMSCs put in short_message (SMPP 3.4 appendix B)."""
+
+
+class TokenBucket:
+    """Paces a bind's outbound SMS to `rate` parts a second, with a burst of a tenth of
+    a second's worth. `delay()` reserves the next slot and says how long to wait for it,
+    so concurrent senders never exceed the rate together."""
+
+    def __init__(self, rate: float, clock: Any = time.monotonic) -> None:
+        self.interval = 1.0 / rate
+        self.burst_s = max(self.interval, 0.1)
+        self.clock = clock
+        self._next = 0.0
+
+    def delay(self) -> float:
+        now = self.clock()
+        slot = max(self._next, now - self.burst_s)
+        self._next = slot + self.interval
+        return max(0.0, slot - now)
 
 
 class ChannelMetrics:
@@ -87,6 +109,9 @@ class SmppChannel:
         self._idle = asyncio.Event()
         self._idle.set()
         self._reassemblers: dict[str, Reassembler] = {}
+        self.ledger = getattr(gateway, "ledger", None)
+        """Tracked SMS (campaigns, /sms/send): told when each is submitted and receipted."""
+        self._buckets = {bind.name: TokenBucket(bind.max_tps) for bind in self.binds if bind.max_tps > 0}
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,6 +164,8 @@ class SmppChannel:
         fields = pdu.fields
         if fields.get("esm_class", 0) & ESM_MESSAGE_TYPE == ESM_DELIVERY_RECEIPT:
             self.metrics.receipts.labels(bind.name).inc()
+            if self.ledger is not None:
+                return await self._receipt(fields)
             self.log.info(
                 "delivery_receipt",
                 bind=bind.name,
@@ -154,6 +181,24 @@ class SmppChannel:
         if "ussd_service_op" in fields:
             return await self._ussd(bind, pdu, msisdn)
         return await self._mo_sms(bind, pdu, msisdn)
+
+    async def _receipt(self, fields: dict[str, Any]) -> int:
+        """Match a delivery receipt to its SMS: the TLVs when present, else the text."""
+        from ussd_gateway.campaigns.ledger import MESSAGE_STATES
+
+        message_id = str(fields.get("receipted_message_id") or "")
+        stat = MESSAGE_STATES.get(int(fields["message_state"]), "") if fields.get("message_state") is not None else ""
+        err = ""
+        found = RECEIPT_TEXT.search(bytes(fields.get("short_message") or b"").decode("latin-1"))
+        if found is not None:
+            message_id, stat = message_id or found.group(1), stat or found.group(2)
+            err = found.group(3) or ""
+        try:
+            await self.ledger.receipt(message_id, stat, err)
+        except Exception as exc:  # Redis down: the SMSC resends the receipt later
+            self.log.warning("delivery_receipt_deferred", message_id=message_id, error=str(exc))
+            return smpp_pdu.ESME_RSYSERR
+        return smpp_pdu.ESME_ROK
 
     def _payload(self, bind: BindSettings, fields: dict[str, Any]) -> tuple[Concat | None, bytes, int]:
         """(concatenation IE, the octets after any UDH, GSM-7 fill bits after it)."""
@@ -378,6 +423,10 @@ class SmppChannel:
     async def _send_sms(self, item: Any) -> bool:
         store = self.gateway.store
         sms: OutboundSms = item.sms
+        if sms.sms_id and self.ledger is not None and not self.ledger.admit(sms):
+            await self.ledger.held(sms)  # its campaign's quiet hours began: sent in the morning
+            await store.ack_sms(item)
+            return True
         link = self._link_for(sms.sender)
         if link is None:
             await store.requeue_sms(item)
@@ -391,8 +440,13 @@ class SmppChannel:
                 {"data_coding": mt_data_coding(p.data_coding, bind.mt_data_coding_map), "esm_class": p.esm_class, "short_message": p.short_message}
                 for p in split_sms(sms.text, packed=bind.gsm7_packed, reference=random.randrange(256))
             ]
+        if sms.receipt:
+            parts[-1]["registered_delivery"] = 1  # the last part's receipt stands for the SMS
+        bucket = self._buckets.get(bind.name)
         try:
             for part in parts:
+                if bucket is not None and (wait := bucket.delay()) > 0:
+                    await asyncio.sleep(wait)
                 outcome = await link.submit(
                     {
                         "source_addr_ton": 3 if sms.sender.isdigit() else 5,
@@ -415,4 +469,9 @@ class SmppChannel:
             return False
         await store.ack_sms(item)
         self.metrics.mt_sms.labels(bind.name).inc()
+        if sms.sms_id and self.ledger is not None:
+            try:
+                await self.ledger.submitted(sms, outcome.message_id, outcome.status)
+            except Exception as exc:  # the SMS went; only its tracking is lost
+                self.log.warning("sms_tracking_lost", sms_id=sms.sms_id, error=f"{type(exc).__name__}: {exc}")
         return True

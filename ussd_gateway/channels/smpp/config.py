@@ -106,6 +106,10 @@ class BindSettings:
     """USSD codes carried on this bind (`*090#`); empty: every code the menus serve."""
     window: int = 10
     """Outstanding `submit_sm` without a response, at most."""
+    max_tps: float = 0.0
+    """Outbound SMS parts per second this bind may submit (the SMSC's contracted
+    throughput); the queue's drain waits before each submit to keep to it. 0: no cap
+    (USSD screens are never held back by it)."""
     enquire_link_s: float = 30.0
     response_timeout_s: float = 10.0
     """A request unanswered this long counts as lost (the link is then reset)."""

@@ -408,14 +408,14 @@ class SmppServer:
             link.spawn(self._respond_later(link, pdu, message_id, fault.seconds))
             return
         if self._send(link, "submit_sm_resp", sequence=pdu.sequence, message_id=message_id):
-            self._accept(pdu)
+            self._accept(pdu, message_id)
 
     async def _respond_later(self, link: _Link, pdu: Pdu, message_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
         if self._send(link, "submit_sm_resp", sequence=pdu.sequence, message_id=message_id):
-            self._accept(pdu)
+            self._accept(pdu, message_id)
 
-    def _accept(self, pdu: Pdu) -> None:
+    def _accept(self, pdu: Pdu, message_id: str = "") -> None:
         """Count a `submit_sm` as delivered (answered `ESME_ROK`, or withheld and marked
         delivered); what it means is the subclass's business."""
         raise NotImplementedError

@@ -11,6 +11,7 @@ invariant the fault tools keep: a `submit_sm` counts as delivered (seen by `next
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -159,6 +160,11 @@ class SmscSimulator(SmppServer):
         self._mts: list[tuple[int, MtSms]] = []
         self._mt_serial = 0
         self._parts: dict[tuple[str, str, int, int], dict[int, tuple[bytes, Pdu]]] = {}
+        self.auto_receipts: Callable[[str], str | None] | None = None
+        """Set to send delivery receipts by themselves: called with the MSISDN of each
+        accepted `submit_sm` that asks for one (`registered_delivery`), it names the
+        receipt's state (`DELIVRD`, `UNDELIV`, `EXPIRED`, ...) or None for no receipt."""
+        self._receipt_tasks: set[asyncio.Task[int]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
     @property
@@ -329,13 +335,28 @@ class SmscSimulator(SmppServer):
         return None
 
     # ---- internals: what the gateway sent ------------------------------------------------
-    def _accept(self, pdu: Pdu) -> None:
+    def _accept(self, pdu: Pdu, message_id: str = "") -> None:
         """Count an accepted `submit_sm`: a USSD screen or (a part of) an MT SMS."""
         append_bounded(self.accepted_submits, pdu, self.pdu_log_limit)
+        fields = pdu.fields
+        if self.auto_receipts is not None and message_id and int(fields.get("registered_delivery", 0)) & 0x03:
+            to = str(fields.get("destination_addr", ""))
+            state = self.auto_receipts(to)
+            if state is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self.send_receipt(to, str(fields.get("source_addr", "")), message_id, state)
+                )
+                self._receipt_tasks.add(task)
+                task.add_done_callback(self._receipt_sent)
         if "ussd_service_op" in pdu.fields:
             self._accept_screen(pdu)
         else:
             self._accept_mt(pdu)
+
+    def _receipt_sent(self, task: asyncio.Task[int]) -> None:
+        self._receipt_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("automatic delivery receipt not sent: %s", task.exception())
 
     def _text(self, data_coding: int, payload: bytes) -> str:
         return decode_text(data_coding, payload, packed=self.gsm7_packed)
