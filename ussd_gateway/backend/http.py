@@ -126,6 +126,23 @@ def _decode_dataclass(cls: type, value: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+def decode_answer(cls: type[T], payload: Any, label: str) -> T:
+    """The billing API's answer as `cls`, or DependencyDown naming what was wrong."""
+    try:
+        return decode(cls, payload)
+    except ContractError as exc:
+        raise DependencyDown(f"billing API sent {exc} in its answer to {label}") from exc
+
+
+def refusal(status: int, payload: Any, label: str) -> DependencyDown:
+    """An answer the menus cannot use: a client error, or a status the contract does
+    not give for this call. The subscriber sees "service busy"; the message is for
+    the operator's logs."""
+    reason = (payload.get("error") or payload.get("status")) if isinstance(payload, dict) else None
+    hint = {401: "; check the API token", 403: "; check the API token", 404: "; check the base URL"}.get(status, "")
+    return DependencyDown(f"billing API answered {label} with HTTP {status} ({reason or 'no reason given'}){hint}")
+
+
 # ---- The client -----------------------------------------------------------------------
 
 from ussd_gateway.backend.http_selfcare import SelfcareHttp as _SelfcareHttp  # noqa: E402 (it uses decode, above)
@@ -214,8 +231,8 @@ class HttpBackend(_SelfcareHttp):
     async def _get(self, cls: type[T], route: str, **kwargs: Any) -> T:
         status, payload, label = await self._call("GET", route, **kwargs)
         if status != 200:
-            raise _refused(status, payload, label)
-        return _strict(cls, payload, label)
+            raise refusal(status, payload, label)
+        return decode_answer(cls, payload, label)
 
     async def _outcome(self, cls: type[T], statuses: dict[int, str], method: str, route: str, **kwargs: Any) -> T:
         """A business outcome: the HTTP status and the body's `status` must agree (a
@@ -223,8 +240,8 @@ class HttpBackend(_SelfcareHttp):
         status, payload, label = await self._call(method, route, **kwargs)
         expected = statuses.get(status)
         if expected is None or not isinstance(payload, dict) or payload.get("status") != expected:
-            raise _refused(status, payload, label)
-        return _strict(cls, payload, label)
+            raise refusal(status, payload, label)
+        return decode_answer(cls, payload, label)
 
     async def catalogue(self) -> Catalogue:
         if self._catalogue is None:
@@ -286,15 +303,15 @@ class HttpBackend(_SelfcareHttp):
         body = {"msisdn": normalise_msisdn(feedback.msisdn), "topic": feedback.topic, "message": feedback.message}
         status, payload, label = await self._call("POST", "/v1/feedback", body=body)
         if status not in (200, 201, 204):
-            raise _refused(status, payload, label)
+            raise refusal(status, payload, label)
 
     async def list_feedback(self, limit: int = 100) -> list[Feedback]:
         status, payload, label = await self._call("GET", "/v1/feedback", query={"limit": str(limit)})
         if status != 200:
-            raise _refused(status, payload, label)
+            raise refusal(status, payload, label)
         if not isinstance(payload, dict) or not isinstance(payload.get("feedback"), list):
             raise DependencyDown(f"billing API answered {label} without a `feedback` array")
-        return [_strict(Feedback, item, label) for item in payload["feedback"]]
+        return [decode_answer(Feedback, item, label) for item in payload["feedback"]]
 
     async def subscribers(self, wanted: Any, start: int = 0) -> Any:
         """Not in the billing API's contract: campaigns over this backend target a CSV."""
@@ -310,19 +327,3 @@ class HttpBackend(_SelfcareHttp):
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
             await session.close()
-
-
-def _strict(cls: type[T], payload: Any, label: str) -> T:
-    try:
-        return decode(cls, payload)
-    except ContractError as exc:
-        raise DependencyDown(f"billing API sent {exc} in its answer to {label}") from exc
-
-
-def _refused(status: int, payload: Any, label: str) -> DependencyDown:
-    """An answer the menus cannot use: a client error, or a status the contract does
-    not give for this call. The subscriber sees "service busy"; the message is for
-    the operator's logs."""
-    reason = (payload.get("error") or payload.get("status")) if isinstance(payload, dict) else None
-    hint = {401: "; check the API token", 403: "; check the API token", 404: "; check the base URL"}.get(status, "")
-    return DependencyDown(f"billing API answered {label} with HTTP {status} ({reason or 'no reason given'}){hint}")

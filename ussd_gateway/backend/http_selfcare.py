@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 
-from ussd_gateway.backend.http import ContractError, decode
+from ussd_gateway.backend.http import decode_answer, refusal
 from ussd_gateway.backend.port import (
     AdvanceQuote,
     AdvanceResult,
@@ -44,19 +44,6 @@ ADVANCE_STATUSES: dict[int, frozenset[str]] = {
 END_PACKAGE_STATUSES: dict[int, frozenset[str]] = {200: frozenset({"ok"}), 404: frozenset({"not_found"})}
 
 
-def _checked(cls: type[T], payload: Any, label: str) -> T:
-    try:
-        return decode(cls, payload)
-    except ContractError as exc:
-        raise DependencyDown(f"billing API sent {exc} in its answer to {label}") from exc
-
-
-def _refusal(status: int, payload: Any, label: str) -> DependencyDown:
-    reason = (payload.get("error") or payload.get("status")) if isinstance(payload, dict) else None
-    hint = {401: "; check the API token", 403: "; check the API token", 404: "; check the base URL"}.get(status, "")
-    return DependencyDown(f"billing API answered {label} with HTTP {status} ({reason or 'no reason given'}){hint}")
-
-
 class SelfcareHttp:
     """Mixed into `HttpBackend`, whose `_call` does the requests."""
 
@@ -67,23 +54,23 @@ class SelfcareHttp:
         status, payload, label = await self._call(method, route, **kwargs)
         allowed = statuses.get(status)
         if allowed is None or not isinstance(payload, dict) or payload.get("status") not in allowed:
-            raise _refusal(status, payload, label)
-        return _checked(cls, payload, label)
+            raise refusal(status, payload, label)
+        return decode_answer(cls, payload, label)
 
     async def _listing(self, cls: type[T], field: str, route: str, **kwargs: Any) -> Any:
         status, payload, label = await self._call("GET", route, **kwargs)
         if status != 200:
-            raise _refusal(status, payload, label)
+            raise refusal(status, payload, label)
         if not isinstance(payload, dict) or field not in payload:
             raise DependencyDown(f"billing API answered {label} without `{field}`")
         value = payload[field]
         if value is None:
             return None
         if cls is Bill:
-            return _checked(Bill, value, label)
+            return decode_answer(Bill, value, label)
         if not isinstance(value, list):
             raise DependencyDown(f"billing API answered {label} with `{field}` that is not an array")
-        return tuple(_checked(cls, item, label) for item in value)
+        return tuple(decode_answer(cls, item, label) for item in value)
 
     async def topup(self, msisdn: str, pin: str, idempotency_key: str) -> TopupResult:
         return await self._answer(
@@ -127,8 +114,8 @@ class SelfcareHttp:
     async def advance_quote(self, msisdn: str, missing: int) -> AdvanceQuote:
         status, payload, label = await self._call("GET", "/v1/subscribers/{msisdn}/advance", msisdn=msisdn, query={"missing": str(missing)})
         if status != 200:
-            raise _refusal(status, payload, label)
-        return _checked(AdvanceQuote, payload, label)
+            raise refusal(status, payload, label)
+        return decode_answer(AdvanceQuote, payload, label)
 
     async def take_advance(self, msisdn: str, amount: int, idempotency_key: str) -> AdvanceResult:
         return await self._answer(
