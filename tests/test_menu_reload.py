@@ -277,7 +277,9 @@ class TestReloadAcrossInstances:
             # New numbers each attempt: redialling the same ones in a loop would meet the
             # per-subscriber dialogue rate (a polite END), not the menus under test.
             attempt = next(attempts)
-            return all(NEW_HOME in dial(port, f"h-{attempt}-{n}", f"8492{attempt:03d}{n:04d}") for n in range(12))
+            seen[:] = [dial(port, f"h-{attempt}-{n}", f"8492{attempt:03d}{n:04d}") for n in range(12)]
+            return all(NEW_HOME in screen for screen in seen)
 
-        assert eventually(all_new)
+        seen: list[str] = []
+        assert eventually(all_new), [screen.split("\n")[0] for screen in seen]
         assert servers.processes[-1].poll() is None

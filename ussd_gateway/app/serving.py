@@ -232,6 +232,14 @@ def _reload_menus(app: web.Application) -> None:
 
 
 _RELOADS: set[asyncio.Task[None]] = set()
+_early_hangups: list[int] = []
+
+
+def hold_hangups() -> None:
+    """From the very start of a worker: a SIGHUP (a menu reload) that arrives before
+    the worker serves is remembered and honoured once it does, instead of ending the
+    process (the default) or being lost between the menus' compilation and `run`."""
+    signal.signal(signal.SIGHUP, lambda *_: _early_hangups.append(1))
 
 
 def run(app: web.Application, settings: Settings, *, listeners: Sequence[socket.socket] | None = None) -> None:
@@ -245,6 +253,8 @@ def run(app: web.Application, settings: Settings, *, listeners: Sequence[socket.
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         loop.add_signal_handler(signal.SIGHUP, _reload_menus, app)
+        if _early_hangups:  # a SIGHUP came while the worker was starting: honour it now
+            _reload_menus(app)
         try:
             await stopping.wait()
         finally:

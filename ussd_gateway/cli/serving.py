@@ -46,7 +46,9 @@ def run_worker(settings: Settings, listeners: list[socket.socket] | None = None)
     from ussd_gateway.app.server import create_app
     from ussd_gateway.app.serving import run
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server reloads menus on it
+    from ussd_gateway.app.serving import hold_hangups
+
+    hold_hangups()
     configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
     _install_uvloop()
     try:
