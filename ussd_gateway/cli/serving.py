@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import gc
 import os
-import signal
 import socket
 import sys
 import tempfile
