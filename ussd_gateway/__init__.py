@@ -2,6 +2,6 @@
 
 The packages are layers; each imports only the ones below it (docs/architecture.md;
 tests/test_layers.py checks it):
-`cli` → `testkit` → `app` → `channels` → `dispatch` → `menus` → `services` →
-`backend` → `sessions` → `core`.
+`cli` → `testkit` → `app` → `channels` → `campaigns` → `dispatch` → `menus` →
+`services` → `backend` → `sessions` → `core`.
 """
