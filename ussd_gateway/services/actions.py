@@ -160,11 +160,26 @@ async def cancel_renewal(ctx: ActionContext) -> str:
 async def list_packages(ctx: ActionContext) -> str:
     """The packages of `args.category` into `packages`; outcomes ok, empty."""
     catalogue = await ctx.backend.catalogue()
-    held = held_renewal(await ctx.backend.account(ctx.msisdn))
-    packages = derived.packages_view(_word_in(ctx), ctx.lang, catalogue, str(_arg(ctx, "category")), held)
+    packages = derived.packages_view(_word_in(ctx), ctx.lang, catalogue, str(_arg(ctx, "category")))
     ctx.vars["packages"] = packages
     ctx.vars["category_label"] = ctx.word("category_" + str(ctx.args["category"]))
     return "ok" if packages else "empty"
+
+
+@action
+async def picked_package(ctx: ActionContext) -> str:
+    """The package picked from a list (`pkg`) as this subscriber would buy it: one
+    they already hold keeps its renewal setting when bought again, and the confirm
+    screen says so. The account is read here, once a package is picked, rather than
+    for every list shown (the list screen itself says nothing of renewal)."""
+    pkg = ctx.vars.get("pkg") or {}
+    code = str(pkg.get("code", ""))
+    renews = held_renewal(await ctx.backend.account(ctx.msisdn)).get(code.upper(), True)
+    if renews != pkg.get("renews", True):
+        package = (await ctx.backend.catalogue()).package(code)
+        if package is not None:
+            ctx.vars["pkg"] = package_view(ctx, package, renews=renews)
+    return "ok"
 
 
 @action
