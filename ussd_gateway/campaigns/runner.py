@@ -41,6 +41,8 @@ from ussd_gateway.campaigns.model import Campaign, render
 from ussd_gateway.campaigns.protect import OPTOUT_KEY, QuietHours
 
 LEASE_MS = 15_000
+STOP_GRACE_S = 2.0
+"""How long a stopping server lets a campaign step in flight finish."""
 
 # KEYS: sent hash, counts, cap zset, opt-outs. ARGV: msisdn, now, window s, cap, member, too long.
 _CLAIM = """
@@ -115,10 +117,15 @@ class CampaignRunner:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="campaigns")
 
     async def stop(self) -> None:
+        """Stop driving: a step in flight finishes (its Redis writes are not cut in the
+        middle; every wait between steps ends on the stop), only one that overruns
+        `STOP_GRACE_S` is cancelled. The lease is let go, so another process goes on."""
         self._stopping.set()
         tasks = list(self._driving.values()) + ([self._task] if self._task is not None else [])
-        for task in tasks:
-            task.cancel()
+        if tasks:
+            _done, overrunning = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            for task in overrunning:
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drive(self, campaign_id: str) -> None:
