@@ -261,13 +261,13 @@ class TestReloadAcrossInstances:
         assert refused.returncode == 1 and "buy:load_voyce" in refused.stdout
         assert _get(a, "/readyz")[1]["menus"] == version
 
-    def test_sighup_reloads_every_worker(self, servers, definitions: Path, redis_server: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def test_sighup_reloads_every_worker(self, servers, definitions: Path, own_redis: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
         """SIGHUP to the supervisor of `--workers 2` reaches both workers: every new
-        dialogue, whichever worker takes it, gets the new menus."""
-        redis_server.start()
-        config = write_config(tmp_path, definitions, redis_server.url)
+        dialogue, whichever worker takes it, gets the new menus. (A Redis of its own:
+        nothing another test's processes publish on the menus channel reaches it.)"""
+        config = write_config(tmp_path, definitions, own_redis.url)
         port = servers(config, "--workers", "2")
-        assert OLD_HOME in dial(port, "h-0")
+        assert all(OLD_HOME in dial(port, f"h-0-{n}", f"8493000{n:04d}") for n in range(12))
         new_version(definitions)
         servers.processes[-1].send_signal(signal.SIGHUP)
 
