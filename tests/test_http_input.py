@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings as hyp_settings, strategies 
 from ussd_gateway.app.server import create_app
 from ussd_gateway.core.errors import BadRequest
 from ussd_gateway.core.msisdn import normalise_msisdn
+from ussd_gateway.testkit.http_fuzz import ENDPOINTS
 
 AT = "/ussd/africastalking"
 FORM = "application/x-www-form-urlencoded"
@@ -100,17 +101,7 @@ class TestMsisdnDigits:
 
 
 # ---- property tests: random requests on every endpoint of a running server ---------------------
-_ENDPOINTS = [
-    ("POST", AT),
-    ("POST", "/ussd"),
-    ("POST", "/sms"),
-    ("GET", "/sms/outbound"),
-    ("GET", "/menus/graph"),
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/sim"),
-]
+_ENDPOINTS = list(ENDPOINTS)  # the same sweep as the fuzz script's
 _CONTENT_TYPES = st.sampled_from(
     [FORM, FORM + "; charset=latin-1", FORM + "; charset=foo", "application/json", "application/json; charset=utf-16",
      "multipart/form-data", "multipart/form-data; boundary=b", "text/plain", "", "application/x-www-form-urlencoded; charset="]
