@@ -78,7 +78,7 @@ class Engine:
         self.resume_window_s = resume_window_s
         self._static_pages: dict[tuple[str, str, bool], list[str]] = {}
         self._static: dict[str, bool] = {}  # `_is_static` per screen: the menus do not change
-        self._list_cache: dict[tuple[str, str, bool, int], tuple[Any, list[str]]] = {}
+        self._list_cache: dict[tuple[Any, ...], tuple[Any, list[str]]] = {}
         self._item_bound: dict[str, bool] = {}
         self._moves: dict[tuple[str, str, str], str | None] = {}
         """(menu, state, trigger) -> the state an unconditional transition goes to
@@ -329,7 +329,7 @@ class Engine:
         if static is None:
             static = self._static[screen.qualified] = self._is_static(screen)
         if screen.kind == "list":
-            if static and not record.error and self._items_only(screen):
+            if not record.error and self._items_only(screen):
                 return self._list_pages(screen, record, has_footer)
             return self.paginate_screen(screen, record.vars, record.lang, has_footer=has_footer, error=record.error)
         cacheable = static and not record.error
@@ -346,10 +346,15 @@ class Engine:
         its pages depend on the list object alone, and the lists a screen shows are
         shared, cached views (`services.derived`: one per catalogue, category and
         language), so the pages are kept per list object (held, and compared by
-        identity). Speed: paginating the package list cost ~17 µs a hop."""
+        identity) and the values the heading and options read (`{category_label}`).
+        Speed: paginating the package list cost ~17 µs a hop."""
         items = lookup(record.vars, screen.items or "")
-        key = (screen.qualified, record.lang, has_footer, id(items))
-        found = self._list_cache.get(key)
+        read = tuple(lookup(record.vars, path) for path in self._screen_paths(screen))
+        key = (screen.qualified, record.lang, has_footer, id(items), read)
+        try:
+            found = self._list_cache.get(key)
+        except TypeError:  # a value the heading reads is not hashable: render as is
+            return self.paginate_screen(screen, record.vars, record.lang, has_footer=has_footer)
         if found is not None and found[0] is items:
             return found[1]
         pages = self.paginate_screen(screen, record.vars, record.lang, has_footer=has_footer)
@@ -357,6 +362,11 @@ class Engine:
             self._list_cache.clear()  # lists that keep changing: start over
         self._list_cache[key] = (items, pages)
         return pages
+
+    @staticmethod
+    def _screen_paths(screen: Screen) -> tuple[str, ...]:
+        texts = [screen.text] + [o.label for o in screen.options]
+        return tuple(path for t in texts if t is not None for path in t.paths)
 
     def _items_only(self, screen: Screen) -> bool:
         """Whether a list screen's item and empty templates read nothing but the item."""
