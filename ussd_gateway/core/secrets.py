@@ -68,7 +68,17 @@ def scrub(text: str) -> str:
     return text
 
 
+_PLAIN = frozenset((int, float, bool, type(None)))
+"""Values with nothing to scrub, told apart by their exact type before the `Mapping`
+check (an ABC `isinstance`: ~0.3 µs a field, ~3 µs a hop's log line)."""
+
+
 def _scrub_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return scrub(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, Mapping):
