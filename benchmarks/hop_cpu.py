@@ -79,7 +79,7 @@ async def main(args: argparse.Namespace) -> None:
             used = time.process_time() - started
             print(f"{args.dialogues * len(HOPS)} hops: {used / (args.dialogues * len(HOPS)) * 1e6:.1f} µs CPU per hop")
             if profile is not None:
-                pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(args.profile)
+                pstats.Stats(profile, stream=sys.stdout).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(args.profile)
         finally:
             await gateway.close()
 

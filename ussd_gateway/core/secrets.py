@@ -90,6 +90,12 @@ def _scrub_value(value: Any) -> Any:
 
 def scrub_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: every string of the event (tracebacks included) scrubbed."""
+    registered = bool(_registered)
     for key, value in event.items():
-        event[key] = _scrub_value(value)
+        kind = type(value)
+        if kind is str:
+            if registered or "://" in value:  # else `scrub` returns it as is
+                event[key] = scrub(value)
+        elif kind not in _PLAIN:
+            event[key] = _scrub_value(value)
     return event
