@@ -15,7 +15,7 @@ import re
 import zlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import orjson
 from aiohttp import web
@@ -111,12 +111,19 @@ async def read_json(request: web.Request, timeout_s: float | None = None) -> dic
     return body
 
 
+_KNOWN_CHARSETS = {"utf-8"}
+
+
 def _charset(request: web.Request) -> str:
     charset = (request.charset or "utf-8").strip()
+    if charset in _KNOWN_CHARSETS:
+        return charset
     try:
         codecs.lookup(charset)
     except LookupError:
         raise BadRequest(f"unknown charset {charset[:20]!r} (send utf-8)") from None
+    if len(_KNOWN_CHARSETS) < 64:  # bounded: a caller cannot grow it without end
+        _KNOWN_CHARSETS.add(charset)
     return charset
 
 
@@ -129,7 +136,7 @@ async def read_form(request: web.Request, timeout_s: float | None = None) -> dic
     raw = await read_bytes(request, timeout_s)
     try:
         text = raw.decode("ascii")  # an urlencoded body is ASCII; the charset is for what %XX decode to
-        if _BROKEN_ESCAPE.search(text):
+        if "%" in text and _BROKEN_ESCAPE.search(text):
             raise BadRequest("the form has a broken percent-escape (% not followed by two hex digits)")
         return parse_form(text, charset)
     except (UnicodeDecodeError, ValueError):
@@ -141,6 +148,9 @@ def parse_form(text: str, charset: str = "utf-8") -> dict[str, str]:
     errors="strict")`, first value of each name; the same pairs without its generic
     argument handling (5.3 -> 2 µs for a gateway's form). UnicodeDecodeError when a
     %XX sequence is not valid `charset`."""
+    # On ASCII text (an urlencoded body is), `unquote` is `unquote_to_bytes` then one
+    # decode: ~1 µs a field instead of ~3 (its per-run regular expression split).
+    decode = _unquote_ascii if text.isascii() else unquote
     form: dict[str, str] = {}
     for pair in text.split("&"):
         if not pair:
@@ -149,14 +159,18 @@ def parse_form(text: str, charset: str = "utf-8") -> dict[str, str]:
         if "+" in name:
             name = name.replace("+", " ")
         if "%" in name:
-            name = unquote(name, encoding=charset, errors="strict")
+            name = decode(name, charset, "strict")
         if "+" in value:
             value = value.replace("+", " ")
         if "%" in value:
-            value = unquote(value, encoding=charset, errors="strict")
+            value = decode(value, charset, "strict")
         if name not in form:
             form[name] = value
     return form
+
+
+def _unquote_ascii(text: str, charset: str, errors: str) -> str:
+    return unquote_to_bytes(text).decode(charset, errors)
 
 
 async def _read_multipart(request: web.Request, timeout_s: float) -> dict[str, str]:
