@@ -2,7 +2,7 @@
 
 ```
 .venv/bin/python benchmarks/hop_cpu.py                 # 3,000 dialogues of 3 hops, 50 at a time
-.venv/bin/python benchmarks/hop_cpu.py --profile 30    # and cProfile's top 30 (cumulative)
+.venv/bin/python benchmarks/hop_cpu.py --profile 30    # and cProfile's top 30 (SORT=tottime: by own time)
 valgrind --tool=callgrind .venv/bin/python benchmarks/hop_cpu.py --dialogues 300
 ```
 
