@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--enquire-link", type=float, default=30.0, help="seconds between our enquire_link (0: never)")
     m.add_argument("--quiet", action="store_true", help="do not print every PDU")
     m.add_argument("--preset", help="emulate a USSD gateway of smpp/presets/ (3gpp, sixdee, mica, msisdn; default 3gpp)")
+    m.add_argument("--receipts", metavar="STATE", choices=("DELIVRD", "UNDELIV", "EXPIRED", "REJECTD"),
+                   help="answer every SMS that asks for a delivery receipt with one in this state (default: none)")
     m.set_defaults(func=smsc)
 
     ld = commands.add_parser("load", help="drive many simulated subscribers against a running server")

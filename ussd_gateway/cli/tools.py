@@ -221,6 +221,8 @@ def smsc(args: argparse.Namespace) -> int:
             on_pdu=None if args.quiet else show,
             preset=args.preset,
         )
+        if args.receipts:
+            simulator.auto_receipts = lambda _to: args.receipts
         async with simulator:
             control = f", control API http://127.0.0.1:{simulator.control_port}" if simulator.control_port else ""
             print(f"SMSC simulator on {args.host}:{simulator.port}{control} (system_id {args.system_id})", flush=True)
