@@ -4,7 +4,6 @@ within its window, last touch), and its SMS counted per hour of the operator's c
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -145,4 +144,3 @@ async def test_hops_that_buy_nothing_touch_no_attribution_key(rig: Rig) -> None:
         assert not [k for k in keys if ":attr:" in k]
     finally:
         await client.aclose()
-    await asyncio.sleep(0)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -133,7 +132,3 @@ class Attribution:
         except Exception as error:  # redis errors: the purchase stands, only its attribution is lost
             self.log.warning("attribution_lost", error=f"{type(error).__name__}: {error}")
 
-
-def conversions_of(counts: dict[str, int]) -> dict[str, Any]:
-    """The attribution part of a campaign's status."""
-    return {"conversions": counts.get("conversions", 0), "revenue": counts.get("revenue", 0)}

@@ -48,7 +48,7 @@ def svg_chart(series: list[dict[str, Any]], title: str) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{max(width, 360)}" height="{height}" '
         f'viewBox="0 0 {max(width, 360)} {height}" font-family="sans-serif" font-size="11">',
-        f'<rect width="100%" height="100%" fill="white"/>',
+        '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{left}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
     ]
     for tick in range(0, axis_top + 1, step):
