@@ -112,6 +112,7 @@ class SmppChannel:
         self.ledger = getattr(gateway, "ledger", None)
         """Tracked SMS (campaigns, /sms/send): told when each is submitted and receipted."""
         self._buckets = {bind.name: TokenBucket(bind.max_tps) for bind in self.binds if bind.max_tps > 0}
+        self._next_link = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -393,12 +394,14 @@ class SmppChannel:
 
     # ---- outbound SMS -------------------------------------------------------------------
     def _link_for(self, sender: str) -> SmppLink | None:
-        """A bind that is up, preferring one that carries the sender short code."""
+        """A bind that is up, preferring those that carry the sender short code, taken
+        in turn: several binds share the outbound SMS (and each its own `max_tps`)."""
         up = [(b, self.links[b.name]) for b in self.binds if self.links[b.name].up]
-        for bind, link in up:
-            if sender in bind.short_codes:
-                return link
-        return up[0][1] if up else None
+        carrying = [link for bind, link in up if sender in bind.short_codes] or [link for _b, link in up]
+        if not carrying:
+            return None
+        self._next_link += 1
+        return carrying[self._next_link % len(carrying)]
 
     async def _drain(self) -> None:
         """Send the durable outbound queue through the binds; what cannot be sent now
