@@ -1,0 +1,224 @@
+"""USSD push: a dialogue the network begins (`POST /admin/ussd/push`), over the SMSC
+simulator with a real Redis. The push goes out as submit_sm USSR (2) or USSN (3), the
+subscriber's answer comes back as a continuation (18) and walks the offer to a
+purchase, debited once; a push to a subscriber in a dialogue is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from test_smpp_e2e import ALICE, POOR, Rig, make_rig
+
+from ussd_gateway.channels.smpp.presets import bind_settings
+from ussd_gateway.testkit.smsc.push import confirm_notify
+
+NEW_YEAR_UTC = 1767225600.0  # 2026-01-01 00:00 UTC
+OFFER = {"entry": "offer:start", "vars": {"offer_code": "D15"}}
+
+
+@pytest.fixture
+async def rig(aiohttp_client: Any, redis_url: str) -> AsyncIterator[Rig]:
+    made = await make_rig(aiohttp_client, redis_url)
+    try:
+        yield made
+    finally:
+        await made.client.close()
+        await made.smsc.stop()
+
+
+async def push(rig: Rig, msisdn: str = ALICE, **body: Any) -> tuple[int, dict[str, Any]]:
+    response = await rig.client.post("/admin/ussd/push", json={"msisdn": msisdn, **OFFER, **body})
+    return response.status, await response.json()
+
+
+async def balance(rig: Rig, msisdn: str = ALICE) -> int:
+    return (await rig.gateway.backend.account(msisdn)).balance
+
+
+async def until(found: Any, timeout: float = 5.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while (result := found()) is None:
+            await asyncio.sleep(0.02)
+        return result
+
+
+def submits_to(rig: Rig, msisdn: str) -> list[Any]:
+    return [p for p in rig.smsc.accepted_submits if p.fields.get("destination_addr") == msisdn and "ussd_service_op" in p.fields]
+
+
+class TestPushOverSmpp:
+    async def test_offer_pushed_answered_and_bought_once(self, rig: Rig) -> None:
+        before = await balance(rig)
+        status, body = await push(rig)
+        assert status == 200, body
+        assert body["bind"] == "smsc-test" and body["screen"] == "offer:show" and not body["end"]
+        dialogue = await rig.smsc.next_push(ALICE, timeout=5)
+        first = await dialogue.next_screen(timeout=5)
+        assert first.text.startswith("Uu dai: goi D15") and "1. Dang ky" in first.text and "2. Bo qua" in first.text
+        assert not first.end
+        wire = first.pdu.fields
+        assert wire["ussd_service_op"] == 2 and wire["service_type"] == "USSD"
+        assert wire["source_addr"] == "*090" and wire["destination_addr"] == ALICE
+        assert wire["its_session_info"] & 0xFF00 and not wire["its_session_info"] & 0x01
+        await dialogue.answer("1")
+        done = await dialogue.next_screen(timeout=5)
+        assert done.end and "Dang ky thanh cong goi D15" in done.text
+        assert done.pdu.fields["ussd_service_op"] == 17
+        assert (done.pdu.fields["its_session_info"] & 0xFF00) == (wire["its_session_info"] & 0xFF00)
+        assert await balance(rig) == before - 15000
+        sms = await rig.smsc.next_mt(ALICE, timeout=5)
+        assert "D15" in sms.text
+        # The answer resent by the SMSC (same its_session_info, same text) changes nothing.
+        await rig.smsc._send_ussd(dialogue, 18, "1")
+        await asyncio.sleep(0.3)
+        assert await balance(rig) == before - 15000
+
+    async def test_declined_offer_changes_nothing(self, rig: Rig) -> None:
+        before = await balance(rig)
+        assert (await push(rig))[0] == 200
+        dialogue = await rig.smsc.next_push(ALICE, timeout=5)
+        await dialogue.next_screen(timeout=5)
+        await dialogue.answer("2")
+        end = await dialogue.next_screen(timeout=5)
+        assert end.end and end.text.startswith("Cam on quy khach")
+        assert await balance(rig) == before
+
+    async def test_too_poor_is_offered_an_advance(self, rig: Rig) -> None:
+        assert (await push(rig, POOR))[0] == 200
+        dialogue = await rig.smsc.next_push(POOR, timeout=5)
+        await dialogue.next_screen(timeout=5)
+        await dialogue.answer("1")
+        screen = await dialogue.next_screen(timeout=5)
+        assert not screen.end and "ung" in screen.text.lower()  # the existing airtime-advance offer
+
+    async def test_notify_only_push_ends_the_dialogue(self, rig: Rig) -> None:
+        status, body = await push(rig, notify=True)
+        assert status == 200 and body["end"]
+        dialogue = await rig.smsc.next_push(ALICE, timeout=5)
+        screen = await dialogue.next_screen(timeout=5)
+        assert screen.end and screen.text.startswith("Uu dai: goi D15")
+        assert screen.pdu.fields["ussd_service_op"] == 3 and screen.pdu.fields["its_session_info"] & 0x01
+        assert "1. Dang ky" in screen.text  # the same screen, shown as a notice
+        sequence = await confirm_notify(dialogue)  # USSN confirm (19): released, no screen follows
+        response = await until(lambda: next((p for p in rig.smsc.pdus if p.command == "deliver_sm_resp" and p.sequence == sequence), None))
+        assert response.status == 0
+        await asyncio.sleep(0.3)
+        assert len(submits_to(rig, ALICE)) == 1
+        # Nothing is open: a second push goes at once.
+        assert (await push(rig))[0] == 200
+
+    async def test_refused_while_a_dialogue_is_open(self, rig: Rig) -> None:
+        dialogue, _menu = await rig.dial()
+        status, body = await push(rig)
+        assert status == 409 and body["reason"] == "open_dialogue"
+        assert not rig.smsc.pushes and len(submits_to(rig, ALICE)) == 1  # the menu only
+        # The open dialogue is untouched: it walks on.
+        screen = await rig.walk(dialogue, "1")
+        assert not screen.end and "TKC" in screen.text
+        await rig.walk(dialogue, "0")
+        await dialogue.abort()
+
+    async def test_after_the_dialogue_ends_the_push_goes(self, rig: Rig) -> None:
+        _dialogue, screen = await rig.dial(code="*101#")
+        assert screen.end
+        assert (await push(rig))[0] == 200
+
+    async def test_second_push_refused_until_the_first_is_answered(self, rig: Rig) -> None:
+        assert (await push(rig))[0] == 200
+        status, body = await push(rig)
+        assert status == 409 and body["reason"] == "open_dialogue"
+        dialogue = await rig.smsc.next_push(ALICE, timeout=5)
+        await dialogue.next_screen(timeout=5)
+        await dialogue.answer("2")
+        assert (await dialogue.next_screen(timeout=5)).end
+        assert (await push(rig))[0] == 200
+
+    async def test_abort_releases_the_pushed_dialogue(self, rig: Rig) -> None:
+        before = await balance(rig)
+        assert (await push(rig))[0] == 200
+        dialogue = await rig.smsc.next_push(ALICE, timeout=5)
+        await dialogue.next_screen(timeout=5)
+        await dialogue.abort()
+        await asyncio.sleep(0.2)
+        assert await balance(rig) == before
+        assert len(submits_to(rig, ALICE)) == 1
+
+    async def test_refused_by_the_smsc_frees_the_subscriber(self, rig: Rig) -> None:
+        rig.smsc.throttle_next(1, status=0x45)  # ESME_RSUBMITFAIL for the push
+        status, body = await push(rig)
+        assert status == 409 and body["reason"] == "not_delivered"
+        assert (await push(rig))[0] == 200
+
+    @pytest.mark.parametrize(
+        ("body", "fragment"),
+        [
+            ({"entry": "buy:purchase"}, "push entry"),
+            ({"entry": "nowhere"}, "push entry"),
+            ({"bind": "other"}, "no smpp bind named"),
+            ({"msisdn": "12"}, "msisdn"),
+            ({"vars": {"a b": "1"}}, "vars"),
+            ({"lang": "fr"}, "lang"),
+            ({"notify": "yes"}, "notify"),
+        ],
+    )
+    async def test_bad_requests_are_400_with_a_reason(self, rig: Rig, body: dict[str, Any], fragment: str) -> None:
+        status, answer = await push(rig, **body)
+        assert status == 400 and fragment in answer["error"].lower()
+        assert not submits_to(rig, ALICE)
+
+    async def test_gone_offer_is_a_polite_end(self, rig: Rig) -> None:
+        status, body = await push(rig, vars={"offer_code": "NOPE"})
+        assert status == 200 and body["end"] and "da ket thuc" in body["text"]
+        dialogue = await rig.smsc.next_push(ALICE, timeout=5)
+        screen = await dialogue.next_screen(timeout=5)
+        assert screen.end and screen.pdu.fields["ussd_service_op"] == 3
+
+
+class TestCarePush:
+    async def test_opted_out_subscriber_is_not_pushed(self, rig: Rig) -> None:
+        rig.gateway.campaigns.clock = lambda: NEW_YEAR_UTC + 5 * 3600  # noon in Ho Chi Minh City
+        await rig.smsc.send_mo(ALICE, "9090", "TC")
+        await rig.smsc.next_mt(ALICE, timeout=5)
+        status, body = await push(rig, care=True)
+        assert status == 409 and body["reason"] == "opted_out"
+        assert not submits_to(rig, ALICE)
+        assert (await push(rig))[0] == 200  # not a care push: the opt-out is for campaigns
+
+    async def test_quiet_hours_hold_a_care_push(self, rig: Rig) -> None:
+        rig.gateway.campaigns.clock = lambda: NEW_YEAR_UTC + 15 * 3600  # 22:00 in Ho Chi Minh City
+        status, body = await push(rig, care=True)
+        assert status == 409 and body["reason"] == "quiet_hours"
+        assert not submits_to(rig, ALICE)
+        rig.gateway.campaigns.clock = lambda: NEW_YEAR_UTC + 5 * 3600
+        assert (await push(rig, care=True))[0] == 200
+
+
+class TestPresets:
+    @pytest.mark.parametrize("preset", ["sixdee", "mica", "msisdn"])
+    async def test_push_walks_on_every_preset(self, aiohttp_client: Any, redis_url: str, preset: str) -> None:
+        from ussd_gateway.app.config import SmppSettings
+        from ussd_gateway.app.server import create_app
+        from ussd_gateway.testkit.smsc import SmscSimulator
+        import dataclasses
+        from helpers import make_settings
+
+        smsc = SmscSimulator(port=0, preset=preset)
+        await smsc.start()
+        bind = bind_settings({"name": "b", "port": smsc.port, "password": "secret", "reconnect_min_s": 0.05, "ussd": {"preset": preset}}, "test")
+        client = await aiohttp_client(create_app(dataclasses.replace(make_settings(redis_url), smpp=SmppSettings(binds=(bind,)))))
+        try:
+            await smsc.wait_bound(timeout=5)
+            response = await client.post("/admin/ussd/push", json={"msisdn": ALICE, **OFFER})
+            assert response.status == 200, await response.text()
+            dialogue = await smsc.next_push(ALICE, timeout=5)
+            first = await dialogue.next_screen(timeout=5)
+            assert "Uu dai: goi D15" in first.text and first.pdu.fields["ussd_service_op"] == 2
+            await dialogue.answer("2")
+            end = await dialogue.next_screen(timeout=5)
+            assert end.end and end.text.startswith("Cam on quy khach")
+        finally:
+            await client.close()
+            await smsc.stop()
