@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from independent_smsc import independent_smsc  # noqa: F401  (the fixture)
 from test_smpp_e2e import ALICE, POOR, Rig, make_rig
+
+from ussd_gateway.app.server import GATEWAY
 
 from ussd_gateway.channels.smpp.presets import bind_settings
 from ussd_gateway.testkit.smsc.push import confirm_notify
@@ -222,3 +225,57 @@ class TestPresets:
         finally:
             await client.close()
             await smsc.stop()
+
+
+class TestIndependentSmsc:
+    """The same push through an SMSC that is not ours (PyPI smpp34's server)."""
+
+    @pytest.fixture
+    async def bound(self, aiohttp_client: Any, redis_url: str, independent_smsc: Any) -> AsyncIterator[tuple[Any, Any]]:  # noqa: F811
+        import dataclasses
+
+        from helpers import make_settings
+
+        from ussd_gateway.app.config import SmppSettings
+        from ussd_gateway.app.server import create_app
+
+        bind = bind_settings(
+            {"name": "indep", "port": independent_smsc.port, "password": "pw", "response_timeout_s": 2.0, "reconnect_min_s": 0.05}, "test"
+        )
+        client = await aiohttp_client(create_app(dataclasses.replace(make_settings(redis_url), smpp=SmppSettings(binds=(bind,)))))
+        await independent_smsc.wait_bound()
+        yield client, independent_smsc
+        await client.close()
+
+    async def test_push_answered_and_bought_once(self, bound: tuple[Any, Any]) -> None:
+        from independent_smsc import TLV_ITS_SESSION_INFO, TLV_USSD_SERVICE_OP
+
+        client, smsc = bound
+        gateway = client.server.app[GATEWAY]
+        before = (await gateway.backend.account(ALICE)).balance
+        response = await client.post("/admin/ussd/push", json={"msisdn": ALICE, **OFFER})
+        assert response.status == 200, await response.text()
+        (offer,) = await smsc.next_submits(1, ALICE)
+        assert offer.tlvs[TLV_USSD_SERVICE_OP] == b"\x02" and offer.service_type == "USSD"
+        assert offer.short_message.startswith(b"Uu dai: goi D15") and b"1. Dang ky" in offer.short_message
+        session = offer.tlvs[TLV_ITS_SESSION_INFO]
+        assert session[0] and not session[1] & 0x01
+        answer = {TLV_USSD_SERVICE_OP: b"\x12", TLV_ITS_SESSION_INFO: bytes([session[0], 0x02])}
+        assert await smsc.deliver(ALICE, "*090", b"1", service_type="USSD", data_coding=0x0F, tlvs=answer) == 0
+        _offer, done = await smsc.next_submits(2, ALICE)
+        assert done.tlvs[TLV_USSD_SERVICE_OP] == bytes([17]) and b"Dang ky thanh cong goi D15" in done.short_message
+        assert done.tlvs[TLV_ITS_SESSION_INFO] == bytes([session[0], 0x03])
+        assert (await gateway.backend.account(ALICE)).balance == before - 15000
+
+    async def test_notify_then_confirm(self, bound: tuple[Any, Any]) -> None:
+        from independent_smsc import TLV_ITS_SESSION_INFO, TLV_USSD_SERVICE_OP
+
+        client, smsc = bound
+        response = await client.post("/admin/ussd/push", json={"msisdn": ALICE, **OFFER, "notify": True})
+        assert response.status == 200
+        (notice,) = await smsc.next_submits(1, ALICE)
+        assert notice.tlvs[TLV_USSD_SERVICE_OP] == b"\x03" and notice.tlvs[TLV_ITS_SESSION_INFO][1] & 0x01
+        confirm = {TLV_USSD_SERVICE_OP: bytes([19]), TLV_ITS_SESSION_INFO: bytes([notice.tlvs[TLV_ITS_SESSION_INFO][0], 0x03])}
+        assert await smsc.deliver(ALICE, "*090", b"", data_coding=0x0F, tlvs=confirm) == 0
+        await asyncio.sleep(0.3)
+        assert len([s for s in smsc.submits if s.destination_addr == ALICE]) == 1
