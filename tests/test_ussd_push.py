@@ -279,3 +279,80 @@ class TestIndependentSmsc:
         assert await smsc.deliver(ALICE, "*090", b"", data_coding=0x0F, tlvs=confirm) == 0
         await asyncio.sleep(0.3)
         assert len([s for s in smsc.submits if s.destination_addr == ALICE]) == 1
+
+
+class TestWho:
+    """A push reaches a subscriber's phone and can lead to a debit: an admin route."""
+
+    WEB_PUSH = {"msisdn": ALICE, **OFFER, "bind": "web"}
+
+    async def test_off_on_a_public_main_listener_even_with_the_gateway_token(self, aiohttp_client: Any) -> None:
+        from helpers import make_settings
+
+        from ussd_gateway.app.server import create_app
+
+        token = "gw-token-0123456789"
+        client = await aiohttp_client(create_app(make_settings(http={"host": "0.0.0.0", "tokens": (token,)})))
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await client.post("/admin/ussd/push", json=self.WEB_PUSH, headers=auth)).status == 404
+        assert (await client.get("/admin/ussd/push", params={"msisdn": ALICE}, headers=auth)).status == 404
+
+    async def test_behind_the_admin_token(self, aiohttp_client: Any, redis_url: str) -> None:
+        from helpers import make_settings
+
+        from ussd_gateway.app.server import create_app
+
+        client = await aiohttp_client(create_app(make_settings(redis_url, admin={"token": "admin-secret-xyz"})))
+        assert (await client.post("/admin/ussd/push", json=self.WEB_PUSH)).status == 401
+        wrong = {"Authorization": "Bearer admin-secret-xy"}
+        assert (await client.post("/admin/ussd/push", json=self.WEB_PUSH, headers=wrong)).status == 401
+        assert (await client.get("/admin/ussd/push", params={"msisdn": ALICE})).status == 401
+        right = {"Authorization": "Bearer admin-secret-xyz"}
+        response = await client.post("/admin/ussd/push", json=self.WEB_PUSH, headers=right)
+        assert response.status == 200
+        taken = await (await client.get("/admin/ussd/push", params={"msisdn": ALICE}, headers=right)).json()
+        assert taken["push"]["text"].startswith("Uu dai: goi D15") and taken["push"]["service_code"] == "*090#"
+        # Taken once: the next poll finds nothing.
+        assert (await (await client.get("/admin/ussd/push", params={"msisdn": ALICE}, headers=right)).json())["push"] is None
+
+
+class TestWebPhoneDelivery:
+    async def test_the_answer_over_json_walks_the_pushed_offer(self, aiohttp_client: Any, redis_url: str) -> None:
+        """What the web phone does, without the browser: take the push, answer over /ussd."""
+        from helpers import make_settings
+
+        from ussd_gateway.app.server import create_app
+
+        client = await aiohttp_client(create_app(make_settings(redis_url)))
+        gateway = client.server.app[GATEWAY]
+        before = (await gateway.backend.account(ALICE)).balance
+        assert (await client.post("/admin/ussd/push", json={"msisdn": ALICE, **OFFER, "bind": "web"})).status == 200
+        push = (await (await client.get("/admin/ussd/push", params={"msisdn": ALICE})).json())["push"]
+        hop = {"session_id": push["session_id"], "msisdn": ALICE, "service_code": push["service_code"], "event": "continue", "input": "1", "seq": 1}
+        for _ in range(2):  # a retried hop is answered from the saved reply
+            answer = await (await client.post("/ussd", json=hop)).json()
+            assert answer["end"] and "Dang ky thanh cong goi D15" in answer["text"]
+        assert (await gateway.backend.account(ALICE)).balance == before - 15000
+
+    async def test_a_push_with_no_smpp_bind_needs_the_web_phone(self, aiohttp_client: Any) -> None:
+        from helpers import make_settings
+
+        from ussd_gateway.app.server import create_app
+
+        client = await aiohttp_client(create_app(make_settings()))
+        response = await client.post("/admin/ussd/push", json={"msisdn": ALICE, **OFFER})
+        assert response.status == 400 and "bind" in (await response.json())["error"]
+
+
+async def test_swap_on_redis_returns_what_the_key_held(redis_url: str) -> None:
+    """The web phone's push slot (and the SMPP resend checks) read the value a key held
+    when it is swapped: on Redis too, not a bool."""
+    from ussd_gateway.sessions.redis_store import RedisStore
+
+    store = RedisStore.from_url(redis_url)
+    try:
+        assert await store.swap("k", "first", 5) is None
+        assert await store.swap("k", "second", 5) == "first"
+        assert await store.swap("k", "", 0.001) == "second"
+    finally:
+        await store.close()
