@@ -18,19 +18,44 @@ if TYPE_CHECKING:
     from ussd_gateway.testkit.smsc.simulator import SmscSimulator, UssdDialogue
 
 
-def is_push(sim: SmscSimulator, fields: dict[str, Any]) -> bool:
-    return fields.get("ussd_service_op") in (sim.dialect.op_push_request, sim.dialect.op_push_notify)
+def session_number(sim: SmscSimulator, fields: dict[str, Any]) -> int:
+    """The dialogue number a USSD PDU carries in the dialect's naming field (0: none)."""
+    dialect = sim.dialect
+    if dialect.session_id_from == "its_session_info" and fields.get("its_session_info") is not None:
+        return (int(fields["its_session_info"]) & dialect.session_mask) >> sim._session_shift
+    if dialect.session_id_from == "user_message_reference" and fields.get("user_message_reference") is not None:
+        return int(fields["user_message_reference"])
+    return 0
+
+
+def note_deliver(sim: SmscSimulator, fields: dict[str, Any]) -> None:
+    """Keep track of the dialogues our `deliver_sm`s begin and end (raw ones too,
+    `send_deliver`): a screen in a dialogue the subscriber began answers it, never a push."""
+    op = fields.get("ussd_service_op")
+    key = (subscriber(str(fields.get("source_addr", ""))), session_number(sim, fields))
+    if op in sim.dialect.op_begin:
+        sim._dialled[key] = None
+        trim_mapping(sim._dialled, sim.pdu_log_limit)
+    elif op in sim.dialect.op_abort or op in sim.dialect.op_push_confirm:
+        sim._dialled.pop(key, None)
+
+
+def on_screen(sim: SmscSimulator, dialogue_type: type[UssdDialogue], dialogue: UssdDialogue | None, fields: dict[str, Any], end: bool) -> UssdDialogue | None:
+    """The dialogue a USSD `submit_sm` belongs to: `dialogue` (found by session), else a
+    new one when it is a push (USSR/USSN in no dialogue a `deliver_sm` of ours began)."""
+    key = (subscriber(str(fields.get("destination_addr", ""))), session_number(sim, fields))
+    pushed = fields.get("ussd_service_op") in (sim.dialect.op_push_request, sim.dialect.op_push_notify)
+    if dialogue is None and pushed and key not in sim._dialled:
+        dialogue = open_pushed(sim, dialogue_type, fields)
+    if end:
+        sim._dialled.pop(key, None)
+    return dialogue
 
 
 def open_pushed(sim: SmscSimulator, dialogue_type: type[UssdDialogue], fields: dict[str, Any]) -> UssdDialogue:
     """The dialogue a push begins on the subscriber's phone, registered as open (the
     caller adds the screen) and queued for `next_push`."""
-    dialect = sim.dialect
-    number = 0
-    if dialect.session_id_from == "its_session_info" and fields.get("its_session_info") is not None:
-        number = (int(fields["its_session_info"]) & dialect.session_mask) >> sim._session_shift
-    elif dialect.session_id_from == "user_message_reference" and fields.get("user_message_reference") is not None:
-        number = int(fields["user_message_reference"])
+    number = session_number(sim, fields)
     msisdn = str(fields.get("destination_addr", ""))
     source = str(fields.get("source_addr", ""))
     dialogue = dialogue_type(

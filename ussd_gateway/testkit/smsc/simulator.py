@@ -146,6 +146,7 @@ class SmscSimulator(SmppServer):
         """USSD `submit_sm`s that matched no dialogue of ours."""
         self.pushes: list[UssdDialogue] = []
         """Dialogues the gateway began (USSD push, `testkit.smsc.push`), not yet taken."""
+        self._dialled: dict[tuple[str, int], None] = {}
 
         self._runner: web.AppRunner | None = None
         self._dialogue_ids = itertools.count(1)
@@ -271,6 +272,10 @@ class SmscSimulator(SmppServer):
             fields["receipted_message_id"] = str(dialogue.number)
         return await self._send_deliver(fields)
 
+    async def _send_deliver(self, fields: dict[str, Any]) -> int:
+        push.note_deliver(self, fields)
+        return await super()._send_deliver(fields)
+
     async def send_deliver(self, fields: dict[str, Any]) -> int:
         """Send a `deliver_sm` with exactly these fields (any TLV the codec knows), as a
         gateway with other conventions would; returns its sequence."""
@@ -387,9 +392,7 @@ class SmscSimulator(SmppServer):
             session is not None and int(session) & end_bit
         )
         screen = UssdScreen(self._screen_text(int(fields.get("data_coding", 0)), payload), end, pdu)
-        dialogue = self._find_dialogue(str(fields.get("destination_addr", "")), fields)
-        if dialogue is None and push.is_push(self, fields):
-            dialogue = push.open_pushed(self, UssdDialogue, fields)
+        dialogue = push.on_screen(self, UssdDialogue, self._find_dialogue(str(fields.get("destination_addr", "")), fields), fields, end)
         if dialogue is None:
             append_bounded(self.orphan_screens, screen, self.pdu_log_limit)
             logger.warning("USSD submit_sm seq %d matches no open dialogue", pdu.sequence)
