@@ -356,3 +356,38 @@ async def test_swap_on_redis_returns_what_the_key_held(redis_url: str) -> None:
         assert await store.swap("k", "", 0.001) == "second"
     finally:
         await store.close()
+
+
+class TestTerminalPhone:
+    async def test_sim_wait_push_rings_and_buys(self, aiohttp_client: Any, redis_url: str) -> None:
+        """`ussd-gateway sim --smpp HOST:PORT --wait-push S` shows the push and answers it."""
+        import dataclasses
+        import io
+        import socket
+
+        from helpers import make_settings
+
+        from ussd_gateway.app.config import SmppSettings
+        from ussd_gateway.app.server import create_app
+        from ussd_gateway.channels.smpp.config import BindSettings
+        from ussd_gateway.testkit.sim import run_sim
+        from ussd_gateway.testkit.smsc import SmscSimulator
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            control = sock.getsockname()[1]
+        async with SmscSimulator(port=0, control_port=control) as smsc:
+            bind = BindSettings(name="b", password="secret", port=smsc.port, reconnect_min_s=0.05)
+            client = await aiohttp_client(create_app(dataclasses.replace(make_settings(redis_url), smpp=SmppSettings(binds=(bind,)))))
+            await smsc.wait_bound(timeout=5)
+            out = io.StringIO()
+            phone = asyncio.create_task(
+                asyncio.to_thread(run_sim, url="", msisdn="84901234567", code="", read=lambda _p: "1", out=out,
+                                  smpp=f"127.0.0.1:{control}", wait_push=10)  # fmt: skip
+            )
+            await asyncio.sleep(0.3)  # the phone is waiting
+            assert (await client.post("/admin/ussd/push", json={"msisdn": ALICE, **OFFER})).status == 200
+            assert await asyncio.wait_for(phone, 15) == 0
+            shown = out.getvalue()
+            assert "Uu dai: goi D15" in shown and "Dang ky thanh cong goi D15" in shown and "[END" in shown
+            assert (await client.server.app[GATEWAY].backend.account(ALICE)).balance == 200000 - 15000

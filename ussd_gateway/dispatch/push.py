@@ -16,6 +16,7 @@ be delivered, so the subscriber is not left "busy" for a screen they never saw.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,16 @@ class Pusher:
             BadRequest: `entry` is no screen of the menus.
             DependencyDown: the store did not answer (nothing was saved).
         """
+        try:
+            # Bounded like a hop: a store or backend that hangs must not hold the caller.
+            async with asyncio.timeout(self.dispatcher.settings.hop_deadline_s * 2):
+                return await self._open(msisdn, session_id, entry, notify=notify, variables=variables, lang=lang)
+        except TimeoutError:
+            raise DependencyDown("the push was not saved in time") from None
+
+    async def _open(
+        self, msisdn: str, session_id: str, entry: str, *, notify: bool, variables: dict[str, Any] | None, lang: str | None
+    ) -> Pushed:
         self.check_entry(entry)
         d = self.dispatcher
         token = "push-" + os.urandom(6).hex()
