@@ -391,3 +391,32 @@ class TestTerminalPhone:
             shown = out.getvalue()
             assert "Uu dai: goi D15" in shown and "Dang ky thanh cong goi D15" in shown and "[END" in shown
             assert (await client.server.app[GATEWAY].backend.account(ALICE)).balance == 200000 - 15000
+
+
+from hypothesis import given, settings as hyp_settings, strategies as st  # noqa: E402
+
+
+@pytest.mark.parametrize("preset", ["3gpp", "sixdee", "mica", "msisdn"])
+@hyp_settings(max_examples=200, deadline=None)
+@given(number=st.integers(0, 1 << 20), sequence=st.integers(0, 0xFF))
+def test_the_answer_to_a_push_names_the_pushed_dialogue(preset: str, number: int, sequence: int) -> None:
+    """Whatever number a push picks, the subscriber's answer (the naming field echoed,
+    per-message bits changed, end bit clear) has the push's session id; the push's own
+    submit_sm says USSR with the end bit clear, a notify USSN with it set."""
+    from ussd_gateway.channels.smpp import ussd
+
+    bind = bind_settings({"name": "b", "password": "pw", "ussd": {"preset": preset}}, "test")
+    dialect = bind.ussd
+    session_id, naming = ussd.push_address(bind, ALICE, number)
+    answer = dict(naming)
+    if "its_session_info" in naming:
+        its = naming["its_session_info"]
+        assert its & dialect.session_mask and not its & dialect.end_bit
+        answer["its_session_info"] = its | ((sequence << 1) & dialect.per_message_bits)
+    assert ussd.session_id(bind, answer, ALICE) == session_id
+    assert ussd.op_kind(dialect, dialect.op_continue[0], answer.get("its_session_info")).value == "continue"
+    request = ussd.push_submit(bind, ALICE, "*090", naming, "Uu dai", notify=False)
+    notice = ussd.push_submit(bind, ALICE, "*090", naming, "Uu dai", notify=True)
+    assert (request["ussd_service_op"], notice["ussd_service_op"]) == (2, 3)
+    if "its_session_info" in naming:
+        assert not request["its_session_info"] & dialect.end_bit and notice["its_session_info"] & dialect.end_bit

@@ -395,7 +395,10 @@ def redis_gateway(redis_server: Any) -> Iterator[ServedGateway]:
         client.flushdb()
     finally:
         client.close()
-    with ServedGateway(make_settings(redis_server.url)) as served:
+    # Generous store deadlines: a browser test on a busy machine must not read a slow
+    # Redis as a down one (the busy END is tested elsewhere).
+    settings = make_settings(redis_server.url, sessions={"redis_timeout_ms": 3000, "hop_deadline_ms": 5000, "lock_ttl_ms": 6000})
+    with ServedGateway(settings) as served:
         yield served
 
 

@@ -31,7 +31,7 @@ from ussd_gateway.core.msisdn import mask_msisdn
 from ussd_gateway.sessions.record import SessionRecord
 from ussd_gateway.sessions.store import LoadStatus
 
-from ussd_gateway.dispatch.dispatcher import Dispatcher, hop_digest
+from ussd_gateway.dispatch.dispatcher import REPLACED_KEPT, Dispatcher, hop_digest
 
 OPEN_WITHIN_S = 120.0
 """A dialogue not ended whose last hop is this recent is taken as still open on the
@@ -99,7 +99,7 @@ class Pusher:
 
         Raises:
             PushRefused: the subscriber has an open dialogue, or a hop of theirs is running.
-            BadRequest: `entry` is no screen of the menus.
+            BadRequest: `entry` is not a push entry of the menus.
             DependencyDown: the store did not answer (nothing was saved).
         """
         try:
@@ -134,7 +134,7 @@ class Pusher:
             reply = Reply(step.reply.text, True) if notify else step.reply
             record.ended = reply.end
             if previous is not None and previous.session_id != session_id:
-                record.replaced = [previous.session_id, *previous.replaced][:3]
+                record.replaced = [previous.session_id, *previous.replaced][:REPLACED_KEPT]
             committed = await d.store.commit_hop(
                 msisdn, token, session_id=session_id, hop_key="", reply=orjson.dumps([reply.text, reply.end]),
                 record=record.to_bytes(), ttl_s=d.settings.session_ttl_s, lang=None,
