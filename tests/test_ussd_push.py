@@ -420,3 +420,24 @@ def test_the_answer_to_a_push_names_the_pushed_dialogue(preset: str, number: int
     assert (request["ussd_service_op"], notice["ussd_service_op"]) == (2, 3)
     if "its_session_info" in naming:
         assert not request["its_session_info"] & dialect.end_bit and notice["its_session_info"] & dialect.end_bit
+
+
+class TestPushCommand:
+    async def test_ussd_gateway_push_with_the_admin_token(self, aiohttp_server: Any, redis_url: str, capsys: Any, monkeypatch: Any) -> None:
+        from helpers import make_settings
+
+        from ussd_gateway.app.server import create_app
+        from ussd_gateway.cli import main
+
+        server = await aiohttp_server(create_app(make_settings(redis_url, admin={"token": "admin-secret-xyz"})))
+        url = str(server.make_url("/"))
+        argv = ["push", "0901234567", "offer:start", "--var", "offer_code=D15", "--bind", "web", "--url", url]
+        assert await asyncio.to_thread(main, argv) == 1
+        assert "refused (401)" in capsys.readouterr().err
+        monkeypatch.setenv("USSD_ADMIN_TOKEN", "admin-secret-xyz")
+        assert await asyncio.to_thread(main, argv) == 0
+        shown = capsys.readouterr().out
+        assert "pushed request (USSR) via web" in shown and "Uu dai: goi D15" in shown and "1. Dang ky" in shown
+        assert await asyncio.to_thread(main, argv) == 1  # the first one is still open on the phone
+        assert '"reason": "open_dialogue"' in capsys.readouterr().err
+        assert await asyncio.to_thread(main, ["push", ALICE, "--var", "broken", "--url", url]) == 2
