@@ -1,4 +1,4 @@
-"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, campaign."""
+"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, push, campaign."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ussd_gateway.app.config import ConfigError
 
 from ussd_gateway.cli.campaigns import add_parser as add_campaign_parser
+from ussd_gateway.cli import push as push_command
 from ussd_gateway.cli.serving import serve
 from ussd_gateway.cli.tools import (
     _replay,
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lang", choices=("vi", "vi_dau", "en"), help="the handset language")
     s.add_argument("--smpp", metavar="HOST:PORT", help="dial through `ussd-gateway smsc`'s control API (e.g. 127.0.0.1:2776) instead of HTTP")
     s.add_argument("--record", metavar="FILE", help="write the session played as a transcript to FILE (see docs/transcripts.md)")
+    s.add_argument("--wait-push", type=float, default=0.0, metavar="SECONDS",
+                   help="with --smpp: dial nothing, wait this long for a USSD push to --msisdn and answer it")
     s.set_defaults(func=_sim)
 
     r = commands.add_parser("replay", help="run session transcripts against a running server (docs/transcripts.md)")
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--limit", type=int, default=100)
     fl.set_defaults(func=feedback_list)
 
+    push_command.add_parser(commands)
     add_campaign_parser(commands)
     return parser
 

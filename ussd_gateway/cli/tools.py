@@ -238,7 +238,15 @@ def _sim(args: argparse.Namespace) -> int:
     if args.smpp and args.lang:
         print("sim: --lang works over HTTP only; over SMPP choose the language in menu 7", file=sys.stderr)
         return 2
-    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp, record=args.record)
+    if args.wait_push and args.record:
+        print("sim: --record records dialled sessions; a pushed one has no transcript form", file=sys.stderr)
+        return 2
+    if args.wait_push and not args.smpp:
+        print("sim: --wait-push works over SMPP (--smpp HOST:PORT); the web phone /sim receives pushes over HTTP", file=sys.stderr)
+        return 2
+    return run_sim(
+        url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp, record=args.record, wait_push=args.wait_push
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:
