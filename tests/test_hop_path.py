@@ -137,3 +137,17 @@ async def test_a_kept_list_page_follows_the_heading_it_reads() -> None:
     assert again == first
     changed = [*shared, {"code": "D30", "price": 90000, "validity_days": 30}]
     assert "D30" in page("Data", changed) and "D30" not in page("Data", shared)
+
+
+def test_a_line_left_by_a_stopped_loop_is_written_with_the_next() -> None:
+    sink = io.BytesIO()
+    logger = TurnBufferedLogger(sink)
+
+    async def last_words() -> None:
+        logger.msg(b'{"event":"stopping"}')
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(last_words())
+    loop.close()  # before the turn that would have written it
+    asyncio.run(last_words())  # a new loop: the old line first, then this one at its turn's end
+    assert sink.getvalue() == b'{"event":"stopping"}\n{"event":"stopping"}\n'

@@ -67,29 +67,36 @@ class TurnBufferedLogger:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._lines: list[bytes] = []
-        self._scheduled = False
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        """The loop whose turn end writes the lines (a loop that stopped before it did
+        never will: its lines are written when the next line comes)."""
         atexit.register(self.flush)
 
     def msg(self, message: bytes | str) -> None:
         line = (message if isinstance(message, bytes) else message.encode()) + b"\n"
-        self._lines.append(line)
-        if self._scheduled:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and loop is self._scheduled_on:
+            self._lines.append(line)
             if len(self._lines) > 256:
                 self.flush()
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        if self._lines:
+            self.flush()  # left by a loop that stopped, or written outside any loop
+        self._lines.append(line)
+        if loop is None:
             self.flush()
             return
-        self._scheduled = True
+        self._scheduled_on = loop
         loop.call_soon(self.flush)
 
     log = debug = info = warn = warning = msg
     err = error = critical = exception = failure = fatal = msg
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._scheduled_on = None
         if not self._lines:
             return
         lines, self._lines = self._lines, []

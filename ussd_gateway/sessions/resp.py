@@ -206,9 +206,9 @@ class LeanPipeline:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         target = self._target
+        conn = _Connection(self._lost)
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                conn = _Connection(self._lost)
                 if target.path is not None:
                     await loop.create_unix_connection(lambda: conn, target.path)
                 else:
@@ -218,6 +218,7 @@ class LeanPipeline:
         except BaseException as exc:
             self._connecting = None
             error = exc if isinstance(exc, OSError) else ConnectionError(f"cannot connect to Redis: {exc.__class__.__name__}: {exc}")
+            conn.fail(error)  # a socket opened before the handshake timed out is closed
             self._fail_queue(error)
             if not isinstance(exc, Exception):
                 raise
