@@ -98,10 +98,7 @@ class Gateway:
         if flush is not None:
             await flush()  # write the dialogues still open (LiveRecorder logs its own errors)
         await self.backend.close()
-        if self.redis is not None:
-            await self.redis.aclose()
-        else:
-            await self.store.close()
+        await self.store.close()  # a Redis store closes its hop-script connection and `self.redis`
 
 
 def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gateway:

@@ -68,7 +68,17 @@ def scrub(text: str) -> str:
     return text
 
 
+_PLAIN = frozenset((int, float, bool, type(None)))
+"""Values with nothing to scrub, told apart by their exact type before the `Mapping`
+check (an ABC `isinstance`: ~0.3 µs a field, ~3 µs a hop's log line)."""
+
+
 def _scrub_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return scrub(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, Mapping):
@@ -80,6 +90,12 @@ def _scrub_value(value: Any) -> Any:
 
 def scrub_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: every string of the event (tracebacks included) scrubbed."""
+    registered = bool(_registered)
     for key, value in event.items():
-        event[key] = _scrub_value(value)
+        kind = type(value)
+        if kind is str:
+            if registered or "://" in value:  # else `scrub` returns it as is
+                event[key] = scrub(value)
+        elif kind not in _PLAIN:
+            event[key] = _scrub_value(value)
     return event

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import structlog
 
+from ussd_gateway.dispatch.deadline import Deadlines
 from ussd_gateway.menus.engine import Engine
 from ussd_gateway.menus.secret import MASKED_PIN, masked_inputs, secret_codes, secret_screens
 from ussd_gateway.sessions.record import SessionRecord
@@ -108,6 +109,7 @@ class Dispatcher:
         self._tokens = itertools.count()
         self._token_prefix = f"{os.getpid()}-{os.urandom(3).hex()}-"
         self._background: set[asyncio.Task[None]] = set()
+        self._deadlines = Deadlines(settings.hop_deadline_s)
         self.recorder = recorder
         """Optional: anything with `observe(hop, reply, outcome)` (ussd_gateway.app.recording.
         LiveRecorder), told of every answered hop; its failures never reach the hop."""
@@ -129,15 +131,20 @@ class Dispatcher:
         """Like `handle`, with the outcome too: the SMPP channel must not send a screen
         again for a hop answered from the saved reply (a resent deliver_sm)."""
         started = time.perf_counter()
+        expiry = self._deadlines.enter()
         try:
-            async with asyncio.timeout(self.settings.hop_deadline_s):
-                answer = await self._handle(hop)
+            answer = await self._handle(hop)
+        except asyncio.CancelledError:
+            if not Deadlines.leave(expiry) or expiry.task.cancelling():
+                raise  # not the hop's deadline: the server is stopping
+            answer = self._busy(hop, TimeoutError())
         except (DependencyDown, TimeoutError) as exc:
-            answer = HopResult(self.busy_reply(hop.language), "busy", "")
-            self.log.warning("dependency_down", error=str(exc) or exc.__class__.__name__, session_id=hop.session_id)
+            answer = self._busy(hop, exc)
         except Exception:  # a bug: the subscriber still gets a polite END, we get the trace
             answer = HopResult(self.busy_reply(hop.language), "error", "")
             self.log.exception("hop_failed", session_id=hop.session_id, msisdn=mask_msisdn(hop.msisdn))
+        finally:
+            Deadlines.leave(expiry)
         elapsed = time.perf_counter() - started
         self.metrics.observe_hop(hop.channel, answer.outcome, elapsed)
         self.log.info(
@@ -156,6 +163,10 @@ class Dispatcher:
             except Exception:
                 self.log.exception("recorder_failed", session_id=hop.session_id)
         return answer
+
+    def _busy(self, hop: Hop, exc: BaseException) -> HopResult:
+        self.log.warning("dependency_down", error=str(exc) or exc.__class__.__name__, session_id=hop.session_id)
+        return HopResult(self.busy_reply(hop.language), "busy", "")
 
     async def _handle(self, hop: Hop) -> HopResult:
         # A continuation may name no code (SMPP gateways rarely repeat it): the dialogue

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ussd_gateway.core.errors import DependencyDown
 
 from ussd_gateway.sessions.hop_scripts import BEGIN as _BEGIN, COMMIT as _COMMIT, RATE_WINDOW_MS, RELEASE as _RELEASE, SESSION_KEY
+from ussd_gateway.sessions.resp import lean_pipeline
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
 
 _TAKE_PENDING = """
@@ -244,7 +245,10 @@ class RedisStore:
         timeout_s: float | None = 0.3,
         sms_queue_max: int = SMS_QUEUE_MAX,
         on_sms_dropped: Callable[[int], None] | None = None,
+        pipeline: Any = None,
     ) -> None:
+        """`pipeline`: what carries the hop scripts (`submit(*command) -> Future`,
+        `drain`, `close`); redis-py's `_AutoPipeline` on `client` by default."""
         self._client = client
         self._prefix = prefix
         self._lock_ttl_ms = str(lock_ttl_ms)
@@ -260,7 +264,7 @@ class RedisStore:
         self._enqueue = _Script(_ENQUEUE)
         self._requeue = _Script(_REQUEUE)
         self._restore = _Script(_RESTORE)
-        self._pipeline = _AutoPipeline(client, timeout_s)
+        self._pipeline = pipeline if pipeline is not None else _AutoPipeline(client, timeout_s)
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, **kwargs: Any) -> "RedisStore":
@@ -276,7 +280,10 @@ class RedisStore:
             max_connections=256,
         )
         _use_hiredis_packing(client)
-        return cls(client, timeout_s=socket_timeout_s, **kwargs)
+        # The hop scripts go over the lean client on a plain single-node URL (~17 µs
+        # a hop less than redis-py's pipeline); redis-py serves every other command.
+        lean = lean_pipeline(url, timeout_s=socket_timeout_s, connect_timeout_s=socket_timeout_s)
+        return cls(client, timeout_s=socket_timeout_s, pipeline=lean, **kwargs)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -472,5 +479,6 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
-        await self._pipeline.drain()
+        close = getattr(self._pipeline, "close", None)
+        await (close() if close is not None else self._pipeline.drain())
         await self._client.aclose()
