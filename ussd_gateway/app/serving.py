@@ -173,7 +173,7 @@ class Serving:
         then shut down (see `app.graceful`)."""
         until = time.monotonic() + shutdown_timeout_s
         try:
-            self.runner.app[graceful.DRAINING][0] = True
+            graceful.start_draining(self.runner.app)
             for site in self.sites:
                 if self.shared:
                     await site.stop()  # this worker's copy only: the others go on accepting
