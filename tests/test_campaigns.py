@@ -121,7 +121,7 @@ TEXTS = {"vi": "Chao {name}, cam on quy khach.", "vi_dau": "Chào {name}, cảm 
 async def test_ten_thousand_subscribers_at_the_bind_cap(aiohttp_client: Any, redis_url: str) -> None:
     """10,000 SMS through a bind capped at max_tps: each subscriber gets exactly one, and
     the rate the SMSC sees stays within 10% of the cap."""
-    cap = 800  # parts a second: below what a shared 2-core test machine sustains uncapped (~1,600)
+    cap = 600  # parts a second: well below what a busy 2-core test machine sustains uncapped (~1,000-1,600)
     rig = await make_rig(aiohttp_client, redis_url, max_tps=cap, campaigns={"cap_per_subscriber": 0})
     try:
         made = await rig.create(name="Tri an 10k", texts=TEXTS, sender="9090", csv=csv_of(10_000))

@@ -122,10 +122,13 @@ class Gateway:
         self.log = tempfile.NamedTemporaryFile(prefix="ussd-faults-gw-", suffix=".log", delete=False)
         command = [str(Path(sys.executable).parent / "ussd-gateway"), "serve", "--host", "127.0.0.1",
                    "--port", str(self.port), "--redis-url", redis_url, "--workers", str(workers)]
-        env = {**os.environ, "USSD_LOG_LEVEL": "warning"}
+        env = {**os.environ, "USSD_LOG_LEVEL": os.environ.get("USSD_LOG_LEVEL", "warning")}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.workers = workers
         _wait_port(self.port, 30)
+        # The supervisor listens before its workers run: requests sent now would wait
+        # in the backlog while the workers start, and count as slow answers.
+        _wait_ready(self.port, 30)
 
     def worker_pids(self) -> list[int]:
         """The supervisor's worker processes (not multiprocessing's resource tracker)."""
@@ -162,6 +165,22 @@ def _wait_port(port: int, seconds: float) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+def _wait_ready(port: int, seconds: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"127.0.0.1:{port}/readyz not ready after {seconds} s")
 
 
 class Subscriber:
