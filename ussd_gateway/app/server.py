@@ -216,6 +216,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
         channel = None
         sweeper = start_outbox_sweeper(app[GATEWAY].store, settings.sessions.outbox_sweep_s)
         campaigns = start_campaigns(app[GATEWAY])
+        funnel = app[GATEWAY].dispatcher.funnel
+        if funnel is not None:
+            funnel.start()
         if settings.smpp.binds:
             from ussd_gateway.channels.smpp.channel import SmppChannel
 
@@ -230,6 +233,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
             await campaigns.stop()
         if channel is not None:
             await channel.stop()
+        if funnel is not None:
+            await funnel.stop()  # the counts not yet in Redis
         await app[GATEWAY].close()
 
     async def unbind_first(app: web.Application) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ussd_gateway.app.config import ConfigError
 
+from ussd_gateway.cli.report import add_parser as add_report
 from ussd_gateway.cli.serving import serve
 from ussd_gateway.cli.tools import (
     _replay,
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--config")
         sub.add_argument("--redis-url")
     cp.set_defaults(func=campaign)
+    add_report(commands)
     return parser
 
 
