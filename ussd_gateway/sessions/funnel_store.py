@@ -8,8 +8,9 @@ instance. Layout, one hash per menu and minute:
         "data_list|reached" -> 412    "done|ended" -> 97    "confirm|timed_out" -> 8
 
 The hash tag is the menu: each command touches one key (Redis Cluster friendly), and
-one menu's minutes share a slot. `ussd:{funnel}:menus` is the set of menus counted.
-Buckets expire after `keep_s` (the report's longest window).
+one menu's minutes share a slot. `ussd:{funnel:buy}:minutes` (a sorted set) lists the
+minutes that have a bucket, so a report reads only those; `ussd:{funnel}:menus` is the
+set of menus counted. Buckets expire after `keep_s` (the report's longest window).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def bucket_key(menu: str, minute: int) -> str:
     return "ussd:{funnel:" + menu + "}:" + str(minute)
 
 
+def minutes_key(menu: str) -> str:
+    return "ussd:{funnel:" + menu + "}:minutes"
+
+
 def minute_of(epoch_s: float) -> int:
     return int(epoch_s // 60)
 
@@ -45,6 +50,9 @@ async def add_counts(
         for (screen, event), n in screens.items():
             pipe.hincrby(key, screen + "|" + event, n)
         pipe.expire(key, keep_s)
+        pipe.zadd(minutes_key(menu), {str(minute): minute})
+        pipe.zremrangebyscore(minutes_key(menu), "-inf", minute - keep_s // 60 - 1)
+        pipe.expire(minutes_key(menu), keep_s)
     if counts:
         pipe.sadd(MENUS_KEY, *counts)
         await pipe.execute()
@@ -58,7 +66,7 @@ async def read_counts(
     totals: dict[str, dict[str, dict[str, int]]] = {}
     for menu in names:
         screens: dict[str, dict[str, int]] = {}
-        minutes = range(first_minute, last_minute + 1)
+        minutes = [int(m) for m in await client.zrangebyscore(minutes_key(menu), first_minute, last_minute)]
         for start in range(0, len(minutes), 500):  # pipelines of bounded size
             pipe = client.pipeline(transaction=False)
             for minute in minutes[start : start + 500]:
