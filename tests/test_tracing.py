@@ -100,3 +100,37 @@ asyncio.run(main())
     result = subprocess.run([sys.executable, "-c", script, redis_url], cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "TRACING LOADED False" in result.stdout, result.stdout
+
+
+async def test_a_backend_call_is_a_span_of_the_hop_and_the_billing_side_continues_the_trace(  # type: ignore[no-untyped-def]
+    redis_url: str, spans, aiohttp_client, aiohttp_server
+) -> None:
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.trace import SpanKind
+
+    from ussd_gateway.app import tracing
+    from ussd_gateway.backend import DemoBackend
+    from ussd_gateway.testkit.billing_server import create_billing_app
+
+    demo = DemoBackend.in_memory()
+    billing = await aiohttp_server(create_billing_app(demo))  # made after tracing started: traced too
+    settings = make_settings(redis_url, tracing={"enabled": True}, backend={"kind": "http", "http_url": str(billing.make_url(""))})
+    app = create_app(settings)
+    AioHttpClientInstrumentor().uninstrument()  # the test's client stays untraced, as a gateway is
+    try:
+        client = await aiohttp_client(app)
+    finally:
+        AioHttpClientInstrumentor().instrument(tracer_provider=tracing._active.provider)  # type: ignore[union-attr]
+    assert "TKC" in (await Phone(client, "json", msisdn="84901234567").dial("*101#")).text
+    await demo.close()
+
+    finished = spans.get_finished_spans()
+    ours = [s for s in finished if s.kind is SpanKind.SERVER and s.name.endswith("/ussd")]
+    assert len(ours) == 1, [(s.name, s.kind) for s in finished]
+    in_trace = [s for s in finished if s.context.trace_id == ours[0].context.trace_id]
+    calls = [s for s in in_trace if s.kind is SpanKind.CLIENT and ("http.method" in s.attributes or "http.request.method" in s.attributes)]
+    billing_side = [s for s in in_trace if s.kind is SpanKind.SERVER and s is not ours[0]]
+    assert calls and billing_side, [(s.name, s.kind) for s in in_trace]
+    urls = [str(s.attributes.get(key)) for s in calls for key in ("http.url", "url.full") if s.attributes.get(key)]
+    assert urls and any("/v1/subscribers/" in url for url in urls)
+    assert not any("84901234567" in url for url in urls), urls  # masked, as in the logs

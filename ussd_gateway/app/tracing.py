@@ -13,6 +13,7 @@ SMPP hops have no HTTP request and are not traced.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import structlog
@@ -21,11 +22,26 @@ from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrument
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
 
 from ussd_gateway.app.config import TracingSettings
+from ussd_gateway.core.msisdn import mask_msisdn
+
+_NUMBER = re.compile(r"\d{7,}")
+URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.path", "url.query")
+
+
+class MaskNumbers(SpanProcessor):
+    """Phone numbers in span URLs are masked as in the logs (the billing API names a
+    subscriber in its paths: /v1/subscribers/84901234567): set when a span starts."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        for key in URL_ATTRIBUTES:
+            value = span.attributes.get(key) if span.attributes else None
+            if isinstance(value, str) and _NUMBER.search(value):
+                span.set_attribute(key, _NUMBER.sub(lambda m: mask_msisdn(m.group()), value))
 
 
 def add_trace_id(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +79,7 @@ class Tracing:
             resource=Resource.create({"service.name": settings.service_name}),
             sampler=ParentBased(RequestsOnly(settings.sample_ratio)),
         )
+        self.provider.add_span_processor(MaskNumbers())  # first: before any exporter sees the span
         if exporter is not None:  # given (tests: the SDK's in-memory exporter): spans at once
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
