@@ -169,6 +169,16 @@ class TestTimeoutsAcrossInstances:
         assert second[GATEWAY].dispatcher.funnel.pending == 1
 
 
+    async def test_a_released_dialogue_is_dropped_where_it_stood_once(self, redis_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+        app = create_app(make_settings(redis_url, funnels=FAST))
+        phone = Phone(await aiohttp_client(app), "json", msisdn="84902220005")
+        await phone.dial()
+        await phone.send("2")
+        assert (await phone.abort()).end  # the network releases it on buy:start
+        counts = await _settled(redis_url, app)
+        assert counts["buy"]["start"] == {"reached": 1, "ended": 0, "timed_out": 1}
+
+
 class TestBounds:
     async def test_screens_no_compiled_menu_holds_are_not_counted(self, redis_url: str, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
         from ussd_gateway.sessions.record import SessionRecord

@@ -210,7 +210,7 @@ class Dispatcher:
                 if not committed:
                     raise DependencyDown("the session lock expired before the hop was saved")
                 if self.funnel is not None:
-                    self.funnel.saved(hop.msisdn, record)
+                    self.funnel.saved(hop.msisdn, record, answer.outcome)
             return answer
         finally:
             HOP_LOCK.reset(fence)

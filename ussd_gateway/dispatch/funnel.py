@@ -82,13 +82,13 @@ class Funnel:
         self.log = structlog.get_logger("ussd_gateway.funnel")
 
     # ---- the hop's side (cheap: no Redis, nothing built but one tuple) --------------------
-    def saved(self, msisdn: str, record: SessionRecord) -> None:
+    def saved(self, msisdn: str, record: SessionRecord, outcome: str = "continue") -> None:
         """A hop saved `record` (called after the commit)."""
         screens = self._cells.get(record.menu)
         cell = screens.get(record.screen) if screens is not None else None
         if cell is None and (cell := self._new_cell(record)) is None:
             return
-        if not record.page and not record.error:
+        if not record.page and not record.error and outcome != "abort":  # a release moves nowhere
             cell.reached += 1
             cell.m_reached.inc()
         if record.ended:
