@@ -183,7 +183,13 @@ def build_funnel(settings: Settings, engine: Any, metrics: Metrics, client: aior
 
     f = settings.funnels
     return Funnel(
-        engine, metrics, SavedRecords(client, prefix), timeout_s=f.timeout_s, flush_s=f.flush_s, keep_s=int(f.keep_days * 86_400)
+        engine,
+        metrics,
+        SavedRecords(client, prefix),
+        timeout_s=f.timeout_s,
+        flush_s=f.flush_s,
+        keep_s=int(f.keep_days * 86_400),
+        redis_timeout_s=settings.sessions.redis_timeout_ms / 1000,
     )
 
 

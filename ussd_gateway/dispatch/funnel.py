@@ -64,6 +64,7 @@ class Funnel:
         keep_s: int = 8 * 86_400,
         clock: Callable[[], float] = time.time,
         max_pending: int = 500_000,
+        redis_timeout_s: float = 0.3,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -73,6 +74,9 @@ class Funnel:
         self.keep_s = keep_s
         self.clock = clock
         self.max_pending = max_pending
+        self.redis_timeout_s = redis_timeout_s
+        """Each flush or check gives up after this: a frozen Redis must not keep a
+        connection (and the pool's lock while connecting) away from the hops."""
         self._cells: dict[str, dict[str, _Cell]] = {}
         self._due: deque[tuple[float, str, str, float, _Cell]] = deque()
         """(deadline, msisdn, session id, record time, cell), in deadline order."""
@@ -165,7 +169,8 @@ class Funnel:
         if not due:
             return 0
         try:
-            saved = await self.records.many([entry[1] for entry in due])
+            async with asyncio.timeout(self.redis_timeout_s):
+                saved = await self.records.many([entry[1] for entry in due])
         except Exception:
             for entry in reversed(due):  # tried again next time, unless a hop came since
                 self._latest.setdefault(entry[1], entry)
@@ -200,7 +205,12 @@ class Funnel:
         if not counts:
             return
         try:
-            await add_counts(self.records.client, minute_of(self.clock()), counts, keep_s=self.keep_s)
+            async with asyncio.timeout(self.redis_timeout_s):
+                await add_counts(self.records.client, minute_of(self.clock()), counts, keep_s=self.keep_s)
+        except TimeoutError:
+            # Redis may have applied them before going silent: dropped, not added twice.
+            self.log.warning("funnel_counts_dropped", screens=sum(len(c) for c in counts.values()))
+            return
         except Exception:
             for menu, screens in counts.items():  # put back: added next time
                 for (screen, event), n in screens.items():
