@@ -62,7 +62,7 @@ def window(since: str, start: str | None, end: str | None, now: datetime) -> tup
         match = _SPAN.match(since or "1h")
         if match is None:
             raise ValueError(f"--since wants a number and a unit (s, m, h, d), like 30m or 7d; got {since!r}")
-        begin = stop.fromtimestamp(stop.timestamp() - int(match[1]) * _SECONDS[match[2]], timezone.utc)
+        begin = datetime.fromtimestamp(stop.timestamp() - int(match[1]) * _SECONDS[match[2]], timezone.utc)
     if begin >= stop:
         raise ValueError("the window's start must come before its end")
     return begin, stop

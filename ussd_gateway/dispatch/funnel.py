@@ -98,6 +98,7 @@ class Funnel:
         if record.ended:
             cell.ended += 1
             cell.m_ended.inc()
+            self._latest.pop(msisdn, None)  # an earlier hop's check would only find the END
             return
         entry = (record.updated + self.timeout_s, msisdn, record.session_id, record.updated, cell)
         self._latest[msisdn] = entry
