@@ -1,4 +1,4 @@
-"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, campaign."""
+"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, campaign, report."""
 
 from __future__ import annotations
 

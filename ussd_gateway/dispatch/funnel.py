@@ -83,6 +83,7 @@ class Funnel:
         self._latest: dict[str, tuple[float, str, str, float, _Cell]] = {}
         """The newest entry per subscriber: an older one in `_due` is stale."""
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.log = structlog.get_logger("ussd_gateway.funnel")
 
     # ---- the hop's side (cheap: no Redis, nothing built but one tuple) --------------------
@@ -128,13 +129,17 @@ class Funnel:
 
     # ---- the background side --------------------------------------------------------------
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Stop, after adding the counts not yet in Redis (pending timeouts are lost)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Bounded: a cancellation lost inside a Redis call or a timeout (Python
+            # 3.11's asyncio.timeout can swallow one) ends the loop at its next turn.
+            await asyncio.wait({self._task}, timeout=2.0)
             self._task = None
         try:
             await self.flush()
@@ -144,7 +149,7 @@ class Funnel:
     async def _run(self) -> None:
         tick = min(1.0, self.flush_s, self.timeout_s / 4)
         next_flush = self.clock() + self.flush_s
-        while True:
+        while not self._stopping:
             await asyncio.sleep(tick)
             try:
                 await self.check_timeouts()
