@@ -18,6 +18,7 @@ from ussd_gateway.channels.http.guard import Guard
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 from ussd_gateway.core.secrets import mask_url, register_secrets
+from ussd_gateway.sessions.redis_store import RedisStore
 from ussd_gateway.app.wiring import Gateway, build_gateway
 from ussd_gateway.app import menu_reload
 from ussd_gateway.app.campaigns_api import add_routes as add_campaign_routes
@@ -213,6 +214,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     built = gateway or build_gateway(settings)
     if tracing is not None:
         tracing.instrument_redis(built.redis)
+        if isinstance(built.store, RedisStore):  # its lean hop client is not instrumented
+            built.store.carry_hops_on_client()
     shared_counters = getattr(built.store, "client", None)  # Redis, when the sessions are there
     guard = Guard(guard_policy(settings), built.metrics.guard, built.store.claim_once, redis=shared_counters)
     app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[guard.middleware])
