@@ -93,7 +93,7 @@ class TestServe:
             assert "Mua goi cuoc" in hop(port, {**base, "event": "continue", "input": "2", "seq": 1})["text"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             body = response.read().decode()
-        assert 'ussd_hops_total{channel="json",outcome="begin"} 20.0' in body
+        assert 'ussd_hops_total{channel="json",outcome="begin",screen="main:home"} 20.0' in body
 
     def test_workers_without_redis_is_refused(self) -> None:
         """Several workers cannot share a memory store: a clear error, exit 2."""

@@ -16,7 +16,7 @@ from ussd_gateway.testkit.smsc import SmscSimulator
 
 PROJECT = Path(__file__).resolve().parents[1]
 DASHBOARD = PROJECT / "docs" / "grafana-dashboard.json"
-PANELS_WANTED = {"hops", "latency", "dialogues", "busy", "smpp binds", "smpp traffic", "sms dropped", "worker restarts"}
+PANELS_WANTED = {"hops", "latency", "dialogues", "busy", "smpp binds", "smpp traffic", "sms dropped", "worker restarts", "funnel", "drop-off", "slowest screens"}
 
 
 def queries() -> list[str]:
@@ -33,6 +33,7 @@ def test_the_dashboard_has_the_panels_operators_look_for() -> None:
     titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
     assert all(word in titles for word in PANELS_WANTED), titles
     assert any("histogram_quantile(0.99" in expr and "ussd_hop_seconds_bucket" in expr for expr in queries())
+    assert any("by (screen)" in expr and 'event="timed_out"' in expr for expr in queries())  # the funnel's drop-off
 
 
 async def test_every_metric_the_dashboard_uses_is_exported(redis_url: str, tmp_path: Path) -> None:

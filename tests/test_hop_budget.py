@@ -33,9 +33,14 @@ class TestRedisPerHop:
         # production the accounts are the billing system's, not this Redis's (on Redis,
         # the demo adds a GET of the account where a screen needs it). The per-caller
         # rate is off too: not a hop's cost but one pipeline per process every 100 ms.
-        settings = make_settings(redis_url, backend={"kind": "memory"}, limits={"peer_requests_per_second": 0})
+        # The funnel is on (its hop side adds no command); its flush, a pipeline per
+        # process every few seconds, is put off so it cannot land in the measured hops.
+        settings = make_settings(
+            redis_url, backend={"kind": "memory"}, limits={"peer_requests_per_second": 0}, funnels={"flush_s": 3600.0}
+        )
         client = await aiohttp_client(create_app(settings))
         assert client.server.app[GATEWAY].dispatcher.limiter is not None
+        assert client.server.app[GATEWAY].dispatcher.funnel is not None
         await _three_hops(client, "84907770000")  # warm: scripts loaded, catalogue cached
         redis = aioredis.Redis.from_url(redis_url)
         try:

@@ -216,8 +216,10 @@ class TestOperations:
         await phone.walk("1", "00", "1")
         await phone.dial("*101#")
         body = await (await gateway_client.get("/metrics")).text()
-        assert 'ussd_hops_total{channel="africastalking",outcome="begin"} 2.0' in body
-        assert 'ussd_hops_total{channel="africastalking",outcome="continue"} 3.0' in body
+        assert 'ussd_hops_total{channel="africastalking",outcome="begin",screen="main:home"} 1.0' in body
+        assert 'ussd_hops_total{channel="africastalking",outcome="begin",screen="balance:show"} 1.0' in body
+        continued = [line for line in body.splitlines() if line.startswith('ussd_hops_total{channel="africastalking",outcome="continue"')]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in continued) == 3
         assert 'ussd_sessions_started_total{channel="africastalking"} 2.0' in body
         assert 'ussd_sessions_ended_total{channel="africastalking",how="end"} 1.0' in body
         assert "ussd_hop_seconds_bucket" in body

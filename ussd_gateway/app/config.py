@@ -147,6 +147,34 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FunnelSettings:
+    """The menus' funnels (`dispatch.funnel`, docs/funnels.md); with Redis sessions only."""
+
+    enabled: bool = True
+    timeout_s: float = 180.0
+    """A dialogue with no hop for this long has timed out where it stands (counted
+    then). Keep it at or above the gateways' own dialogue timer, below [sessions] ttl_s."""
+    flush_s: float = 5.0
+    """How often each process adds its counts to Redis (what a killed process loses)."""
+    keep_days: int = 8
+    """How long the per-minute counts stay in Redis (the longest report window)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry traces (`pip install 'ussd-gateway[otel]'`); off: nothing is imported."""
+
+    enabled: bool = False
+    exporter: str = "otlp"
+    """otlp (OTLP over HTTP to `endpoint`) or console (spans printed to stdout)."""
+    endpoint: str = ""
+    """The OTLP/HTTP traces URL; "" = the exporter's default or OTEL_EXPORTER_OTLP_* variables."""
+    service_name: str = "ussd-gateway"
+    sample_ratio: float = 1.0
+    """Share of hops traced (parent-based: a traced caller's choice is kept)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MsisdnSettings:
     """Subscriber number rules (`core.msisdn`): the defaults are Vietnam's."""
 
@@ -173,6 +201,8 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     msisdn: MsisdnSettings = field(default_factory=MsisdnSettings)
     campaigns: CampaignSettings = field(default_factory=CampaignSettings)
+    funnels: FunnelSettings = field(default_factory=FunnelSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with some keys of one section changed."""
@@ -313,6 +343,14 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"[backend] kind must be 'demo' or 'http', got {settings.backend.kind!r}")
     if settings.backend.kind == "http" and not settings.backend.http_url:
         raise ConfigError("[backend] kind = 'http' needs http_url (the billing API's base URL)")
+    f = settings.funnels
+    if f.enabled and not (0 < f.timeout_s < s.ttl_s and f.flush_s > 0 and f.keep_days > 0):
+        raise ConfigError(
+            f"[funnels] timeout_s ({f.timeout_s}) must be positive and below [sessions] ttl_s ({s.ttl_s}); flush_s and keep_days positive"
+        )
+    t = settings.tracing
+    if t.exporter not in ("otlp", "console") or not 0 <= t.sample_ratio <= 1:
+        raise ConfigError(f"[tracing] exporter must be 'otlp' or 'console' and sample_ratio within 0..1, got {t.exporter!r}, {t.sample_ratio}")
     r = settings.recording
     if not 0 <= r.sample_rate <= 1:
         raise ConfigError(f"[recording] sample_rate must be between 0 and 1, got {r.sample_rate}")

@@ -18,6 +18,7 @@ from ussd_gateway.channels.http.guard import Guard
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
 from ussd_gateway.core.secrets import mask_url, register_secrets
+from ussd_gateway.sessions.redis_store import RedisStore
 from ussd_gateway.app.wiring import Gateway, build_gateway
 from ussd_gateway.app import menu_reload
 from ussd_gateway.app.campaigns_api import add_routes as add_campaign_routes
@@ -205,7 +206,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     start with every problem listed); connections open lazily and close on cleanup."""
     check_exposure(settings)
     register_secrets(secrets_of(settings))
+    tracing = None
+    if settings.tracing.enabled:  # imported only when on: off, OpenTelemetry is never loaded
+        from ussd_gateway.app.tracing import start_tracing
+
+        tracing = start_tracing(settings.tracing)
     built = gateway or build_gateway(settings)
+    if tracing is not None:
+        tracing.instrument_redis(built.redis)
+        if isinstance(built.store, RedisStore):  # its lean hop client is not instrumented
+            built.store.carry_hops_on_client()
     shared_counters = getattr(built.store, "client", None)  # Redis, when the sessions are there
     guard = Guard(guard_policy(settings), built.metrics.guard, built.store.claim_once, redis=shared_counters)
     app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[guard.middleware])
@@ -217,6 +227,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
         channel = None
         sweeper = start_outbox_sweeper(app[GATEWAY].store, settings.sessions.outbox_sweep_s)
         campaigns = start_campaigns(app[GATEWAY])
+        funnel = app[GATEWAY].dispatcher.funnel
+        if funnel is not None:
+            funnel.start()
         if settings.smpp.binds:
             from ussd_gateway.channels.smpp.channel import SmppChannel
 
@@ -231,6 +244,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
             await campaigns.stop()
         if channel is not None:
             await channel.stop()
+        if funnel is not None:
+            await funnel.stop()  # the counts not yet in Redis
         await app[GATEWAY].close()
 
     async def unbind_first(app: web.Application) -> None:

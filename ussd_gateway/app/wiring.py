@@ -171,7 +171,26 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
     gateway = Gateway(settings, menus, store, backend, engine, dispatcher, metrics, keywords, redis_client, make_engine)
     if redis_client is not None:
         add_campaigns(gateway)
+        if settings.funnels.enabled:
+            dispatcher.funnel = build_funnel(settings, engine, metrics, redis_client, getattr(store, "prefix", "ussd"))
     return gateway
+
+
+def build_funnel(settings: Settings, engine: Any, metrics: Metrics, client: aioredis.Redis, prefix: str) -> Any:
+    """The menus' funnel counter (`dispatch.funnel`): started and stopped with the app."""
+    from ussd_gateway.dispatch.funnel import Funnel
+    from ussd_gateway.sessions.funnel_store import SavedRecords
+
+    f = settings.funnels
+    return Funnel(
+        engine,
+        metrics,
+        SavedRecords(client, prefix),
+        timeout_s=f.timeout_s,
+        flush_s=f.flush_s,
+        keep_s=int(f.keep_days * 86_400),
+        redis_timeout_s=settings.sessions.redis_timeout_ms / 1000,
+    )
 
 
 def menus_directory(settings: Settings) -> Path:

@@ -1,4 +1,4 @@
-"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, push, campaign."""
+"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, push, campaign, report."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ussd_gateway.app.config import ConfigError
 
 from ussd_gateway.cli.campaigns import add_parser as add_campaign_parser
 from ussd_gateway.cli import push as push_command
+from ussd_gateway.cli.report import add_parser as add_report
 from ussd_gateway.cli.serving import serve
 from ussd_gateway.cli.tools import (
     _replay,
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     push_command.add_parser(commands)
     add_campaign_parser(commands)
+    add_report(commands)
     return parser
 
 

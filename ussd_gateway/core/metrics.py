@@ -1,4 +1,5 @@
-"""Prometheus metrics. Labels are channels and outcomes only: never a phone number."""
+"""Prometheus metrics. Labels are channels, outcomes and screens (`menu:screen` of the
+compiled menus, a bounded set): never a phone number."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
 
+MAX_SCREENS = 5000
+"""Hop label sets (channel, outcome, screen) kept at most: the compiled screens of a
+few menu versions times the outcomes stay well under it."""
 HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -17,10 +21,20 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.hops = Counter(
-            "ussd_hops", "Hops answered, by channel and outcome.", ["channel", "outcome"], registry=self.registry
+            "ussd_hops",
+            "Hops answered, by channel, outcome and the screen shown (menu:screen; empty for busy, replay, errors).",
+            ["channel", "outcome", "screen"],
+            registry=self.registry,
         )
         self.hop_seconds = Histogram(
-            "ussd_hop_seconds", "Time to answer a hop.", ["channel"], buckets=HOP_BUCKETS, registry=self.registry
+            "ussd_hop_seconds", "Time to answer a hop, by the screen shown.", ["channel", "screen"], buckets=HOP_BUCKETS, registry=self.registry
+        )
+        self.funnel = Counter(
+            "ussd_funnel",
+            "Dialogues per screen (menu:screen): reached it, ended on it, dropped on it (event=timed_out: "
+            "counted when the dialogue timeout passes or a new dial replaces it).",
+            ["screen", "event"],
+            registry=self.registry,
         )
         self.sessions_started = Counter(
             "ussd_sessions_started", "Dialogues started.", ["channel"], registry=self.registry
@@ -40,21 +54,21 @@ class Metrics:
             registry=self.registry,
         )
         self.guard = GuardMetrics(self.registry)
-        self._hop_children: dict[tuple[str, str], Counter] = {}
-        self._seconds_children: dict[str, Histogram] = {}
+        self._hop_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._session_children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
 
-    def observe_hop(self, channel: str, outcome: str, seconds: float) -> None:
-        """Count one hop; label children are cached (the labels() lookup is not free)."""
-        key = (channel, outcome)
-        child = self._hop_children.get(key)
-        if child is None:
-            child = self._hop_children[key] = self.hops.labels(channel, outcome)
-        child.inc()
-        timer = self._seconds_children.get(channel)
-        if timer is None:
-            timer = self._seconds_children[channel] = self.hop_seconds.labels(channel)
-        timer.observe(seconds)
+    def observe_hop(self, channel: str, outcome: str, seconds: float, screen: str = "") -> None:
+        """Count one hop; label children are cached (the labels() lookup is not free).
+        `screen` comes from a saved record, so it names a compiled screen; past
+        `MAX_SCREENS` distinct names (a tampered record?) the label is "other"."""
+        key = (channel, outcome, screen)
+        children = self._hop_children.get(key)
+        if children is None:
+            if screen and len(self._hop_children) >= MAX_SCREENS:
+                return self.observe_hop(channel, outcome, seconds, "other")
+            children = self._hop_children[key] = (self.hops.labels(channel, outcome, screen), self.hop_seconds.labels(channel, screen))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def count_session(self, counter: Counter, *labels: str) -> None:
         """`counter.labels(*labels).inc()` for the session counters, with the child

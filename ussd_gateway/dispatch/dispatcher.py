@@ -89,6 +89,8 @@ def hop_digest(hop_key: str) -> str:
 class Dispatcher:
     """Turns hops into replies. Shared by every channel adapter."""
 
+    funnel: Any = None  # optional `dispatch.funnel.Funnel`: told of saved hops and dropped dialogues
+
     def __init__(
         self,
         engine: Engine,
@@ -149,7 +151,7 @@ class Dispatcher:
         finally:
             Deadlines.leave(expiry)
         elapsed = time.perf_counter() - started
-        self.metrics.observe_hop(hop.channel, answer.outcome, elapsed)
+        self.metrics.observe_hop(hop.channel, answer.outcome, elapsed, answer.screen)
         (self._hop_log or self._bind_hop_log()).info(
             "hop",
             channel=hop.channel,
@@ -227,6 +229,8 @@ class Dispatcher:
                 )
                 if not committed:
                     raise DependencyDown("the session lock expired before the hop was saved")
+                if self.funnel is not None:
+                    self.funnel.saved(hop.msisdn, record, answer.outcome)
             return answer
         finally:
             HOP_LOCK.reset(fence)
@@ -305,6 +309,8 @@ class Dispatcher:
                 return HopResult(Reply(self.engine.system_text("expired", lang), end=True), "expired", ""), None, None
             if previous is not None and not previous.ended:
                 self.metrics.count_session(self.metrics.sessions_timed_out, channel)
+                if self.funnel is not None:
+                    self.funnel.replaced(previous, now)
             inputs = tuple(hop.history.split("*")) if hop.history else hop.inputs
             lang = hop.language or saved_lang or self.settings.default_lang
             record, step = await self.engine.start(

@@ -289,6 +289,13 @@ class RedisStore:
     def client(self) -> aioredis.Redis:
         return self._client
 
+    def carry_hops_on_client(self) -> None:
+        """Send the hop scripts through redis-py's client as well, so that whatever
+        instruments that client (tracing) sees every command. Before the first hop only:
+        the lean client is dropped unused."""
+        if not isinstance(self._pipeline, _AutoPipeline):
+            self._pipeline = _AutoPipeline(self._client, self._timeout_s)
+
     @property
     def prefix(self) -> str:
         return self._prefix
