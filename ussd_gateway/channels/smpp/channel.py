@@ -103,6 +103,7 @@ class SmppChannel:
             self.links[bind.name] = SmppLink(bind, self._deliver_handler(bind), metrics=self.link_metrics)
         self.log = structlog.get_logger("ussd_gateway.smpp")
         self._tasks: list[asyncio.Task[None]] = []
+        self._drain_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake_drain = asyncio.Event()
         self._screens: set[asyncio.Task[None]] = set()
@@ -121,7 +122,8 @@ class SmppChannel:
         await self.gateway.store.restore_inflight_sms()
         for link in self.links.values():
             self._tasks.append(asyncio.create_task(link.run(), name=f"smpp-link-{link.settings.name}"))
-        self._tasks.append(asyncio.create_task(self._drain(), name="smpp-outbound-drain"))
+        self._drain_task = asyncio.create_task(self._drain(), name="smpp-outbound-drain")
+        self._tasks.append(self._drain_task)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Finish in-flight hops and submits, unbind every link, stop the drain.
@@ -138,6 +140,12 @@ class SmppChannel:
                 await self._idle.wait()
         if self._screens:
             await asyncio.wait(set(self._screens), timeout=timeout / 2)
+        # The drain sees `_stopping` after the batch in hand: let it finish that batch
+        # (each submit bounded by its response timeout) while the binds are still up, so
+        # a sent SMS is recorded and taken off the in-flight list, not sent again by
+        # the next start.
+        if self._drain_task is not None:
+            await asyncio.wait([self._drain_task], timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
