@@ -140,10 +140,8 @@ class SmppChannel:
                 await self._idle.wait()
         if self._screens:
             await asyncio.wait(set(self._screens), timeout=timeout / 2)
-        # The drain sees `_stopping` after the batch in hand: let it finish that batch
-        # (each submit bounded by its response timeout) while the binds are still up, so
-        # a sent SMS is recorded and taken off the in-flight list, not sent again by
-        # the next start.
+        # The drain finishes the batch in hand while the binds are up: a sent SMS is
+        # recorded and acked, not sent again by the next start.
         if self._drain_task is not None:
             await asyncio.wait([self._drain_task], timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
@@ -481,9 +479,8 @@ class SmppChannel:
             await store.requeue_sms(item)
             return False
         self.metrics.mt_sms.labels(bind.name).inc()
-        # The SMS went. Its state is recorded before the ack, and both ride out a Redis
-        # that is slow for a moment: a sent SMS left `queued` keeps its campaign from
-        # ever being done, and one left in flight is sent again after a restart.
+        # Sent: its state is recorded before the ack, both retried (one left `queued`
+        # keeps its campaign from being done; one left in flight is sent again).
         if sms.sms_id and self.ledger is not None:
             ledger = self.ledger
             await self._persist("sms_tracking_lost", sms, lambda: ledger.submitted(sms, outcome.message_id, outcome.status))
