@@ -45,8 +45,7 @@ MO_DEDUPE_S = 120
 reference) is answered once when it comes again, same name and content, within this."""
 DRAIN_BATCH = 20
 DRAIN_IDLE_S = 0.2
-PERSIST_RETRY_S = (0.1, 0.5, 2.0)
-"""Pauses between the attempts to record a sent SMS (its state, its ack) in Redis."""
+PERSIST_RETRY_S = (0.1, 0.5, 2.0)  # pauses between attempts to record a sent SMS in Redis
 RECEIPT_TEXT = re.compile(r"\bid:(\S+).*?\bstat:(\w+)(?:.*?\berr:(\w+))?", re.IGNORECASE | re.DOTALL)
 """The receipt text SMSCs put in short_message (SMPP 3.4 appendix B)."""
 
