@@ -20,6 +20,7 @@ import structlog
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.sessions.redis_clients import connection_pool_of, make_client
 
 from ussd_gateway.sessions.hop_scripts import BEGIN as _BEGIN, COMMIT as _COMMIT, RATE_WINDOW_MS, RELEASE as _RELEASE, SESSION_KEY
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
@@ -29,37 +30,37 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: dedupe key, queue. ARGV: payload, dedupe ttl s, queue cap. Returns -1 when the
-# key was queued already, else how many of the oldest entries the cap dropped.
+# KEYS: the queue, then one dedupe key per SMS (all in the `{sms}` slot). ARGV: queue
+# cap, dedupe ttl s, then one payload per SMS. Each SMS whose dedupe key is new is
+# queued. Returns {queued, dropped by the cap}.
 _ENQUEUE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return -1 end
-local n = redis.call('RPUSH', KEYS[2], ARGV[1])
-local over = n - tonumber(ARGV[3])
-if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) return over end
-return 0
+local queued = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    queued = queued + 1
+  end
+end
+local over = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then redis.call('LTRIM', KEYS[1], over, -1) else over = 0 end
+return {queued, over}
 """
 
-# KEYS: a subscriber's outbox, the queue. ARGV: queue cap. Moves the outbox's SMS (put
-# there atomically with a debit, in the subscriber's slot) to the queue the senders
-# drain. Returns {moved, dropped by the cap}. Two slots: on a Redis Cluster this move
-# becomes LPOP + RPUSH in two steps (at least once, never lost).
-_FLUSH_OUTBOX = """
-local moved = 0
-while true do
-  local v = redis.call('LPOP', KEYS[1])
-  if not v then break end
-  redis.call('RPUSH', KEYS[2], v)
-  moved = moved + 1
-end
-local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[1])
-if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) else over = 0 end
-return {moved, over}
+# KEYS: a subscriber's outbox. ARGV: the payloads now queued. Takes each out once.
+_TAKE_OUT = """
+local n = 0
+for i = 1, #ARGV do n = n + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+return n
 """
 
 _now = time.time
 
 SMS_QUEUE_KEY = "ussd:{sms}:out"
 SMS_INFLIGHT_KEY = "ussd:{sms}:inflight"
+SMS_DEDUPE_PREFIX = "ussd:{sms}:dedupe:"
+"""`ussd:{sms}:dedupe:<to>:<key>`: beside the queue, in its slot, so queueing an SMS is
+one script on one slot (Redis Cluster); the number in the name keeps two subscribers'
+keys apart (a gateway may give two numbers one session id)."""
 SMS_QUEUE_MAX = 50_000
 """Outbound SMS kept at most. With no sender draining the queue (SMPP off) it would
 grow for ever (about 60 entries a second under load); past the cap the oldest are
@@ -124,10 +125,10 @@ class _HiredisPacking:
         return super().pack_command(*args)  # type: ignore[misc]
 
 
-def _use_hiredis_packing(client: aioredis.Redis) -> None:
+def _use_hiredis_packing(client: Any) -> None:
     """Give the client's pool (whatever its URL scheme chose: TCP, TLS, Unix socket) a
     connection class that packs with hiredis. Connections made from now on use it."""
-    pool = client.connection_pool
+    pool = connection_pool_of(client)
     base = getattr(pool, "connection_class", None)
     if _hiredis_pack is None or base is None or issubclass(base, _HiredisPacking):
         return
@@ -252,7 +253,7 @@ class RedisStore:
         self._sms_queue_max = str(sms_queue_max)
         self._on_sms_dropped = on_sms_dropped
         self._log = structlog.get_logger("ussd_gateway.sms")
-        self._flush_outbox = _Script(_FLUSH_OUTBOX)
+        self._take_out = _Script(_TAKE_OUT)
         self._begin = _Script(_BEGIN)
         self._commit = _Script(_COMMIT)
         self._release = _Script(_RELEASE)
@@ -263,13 +264,15 @@ class RedisStore:
         self._pipeline = _AutoPipeline(client, timeout_s)
 
     @classmethod
-    def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, **kwargs: Any) -> "RedisStore":
+    def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, cluster: bool = False, **kwargs: Any) -> "RedisStore":
         """A store on its own connection pool. Each store call must answer within
         `socket_timeout_s` (so a dead Redis is noticed within a hop's deadline) and
         redis-py reconnects by itself when it returns. The client itself gets no
-        socket timeout (see the class docstring); the connect timeout stays."""
-        client = aioredis.Redis.from_url(
+        socket timeout (see the class docstring); the connect timeout stays. `url`
+        may name one server, Sentinels or a Redis Cluster (`redis_clients`)."""
+        client = make_client(
             url,
+            cluster=cluster,
             socket_timeout=None,
             socket_connect_timeout=socket_timeout_s,
             health_check_interval=0,
@@ -279,12 +282,14 @@ class RedisStore:
         return cls(client, timeout_s=socket_timeout_s, **kwargs)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Any:
+        """`redis.asyncio.Redis`, or `RedisCluster` on a cluster."""
         return self._client
 
     @property
     def prefix(self) -> str:
         return self._prefix
+
     def submit(self, *command: Any) -> asyncio.Future[Any]:
         """Queue a command on this store's auto-pipeline now: issued in the same loop
         turn as a hop's script, it rides in the same round trip (the rate limits)."""
@@ -377,13 +382,15 @@ class RedisStore:
         return bool(await self._eval(self._take_pending, (self._pending_key(msisdn),), (kind,)))
 
     async def enqueue_sms(self, sms: OutboundSms) -> bool:
-        # The dedupe key lives in the subscriber's slot: two subscribers' keys never
-        # collide (a gateway may give two numbers one session id).
-        keys = (subscriber_key(self._prefix, sms.to, "smsdedupe:" + sms.dedupe_key), SMS_QUEUE_KEY)
-        result = int(await self._eval(self._enqueue, keys, (sms_payload(sms), SMS_DEDUPE_TTL_S, self._sms_queue_max)))
-        if result > 0:
-            self._dropped(result)
-        return result >= 0
+        return await self._enqueue_payloads([sms_payload(sms)], [sms]) > 0
+
+    async def _enqueue_payloads(self, payloads: list[bytes], messages: list[OutboundSms]) -> int:
+        """Queue each SMS whose dedupe key is new; returns how many were."""
+        keys = (SMS_QUEUE_KEY, *(f"{SMS_DEDUPE_PREFIX}{sms.to}:{sms.dedupe_key}" for sms in messages))
+        queued, dropped = await self._eval(self._enqueue, keys, (self._sms_queue_max, SMS_DEDUPE_TTL_S, *payloads))
+        if dropped:
+            self._dropped(int(dropped))
+        return int(queued)
 
     def _dropped(self, count: int) -> None:
         self._log.warning("sms_queue_full", dropped=count, cap=int(self._sms_queue_max))
@@ -391,28 +398,34 @@ class RedisStore:
             self._on_sms_dropped(count)
 
     async def flush_outbox(self, msisdn: str) -> int:
-        """Move a subscriber's outbox (SMS queued atomically with a debit) to the queue."""
-        moved, dropped = await self._eval(
-            self._flush_outbox, (subscriber_key(self._prefix, msisdn, "outbox"), SMS_QUEUE_KEY), (self._sms_queue_max,)
-        )
-        if dropped:
-            self._dropped(int(dropped))
-        return int(moved)
+        """Move a subscriber's outbox (SMS written atomically with a debit, in the
+        subscriber's slot) to the queue (the `{sms}` slot). Two slots, so three steps,
+        each on one slot (Redis Cluster): read the outbox, queue what it holds (each SMS
+        once, by its dedupe key), take out what was read. A process that dies between
+        them leaves the SMS in the outbox, and the next flush or sweep finds it queued
+        already: at least once into this method, exactly once onto the queue."""
+        outbox = subscriber_key(self._prefix, msisdn, "outbox")
+        payloads = await self._call("LRANGE", outbox, 0, 99)
+        if not payloads:
+            return 0
+        await self._enqueue_payloads(payloads, [self._sms_of(raw) for raw in payloads])
+        return int(await self._eval(self._take_out, (outbox,), tuple(payloads)))
 
     async def sweep_outboxes(self, limit: int = 10_000) -> int:
         """Move the outboxes a process left behind (it died between a debit and the
-        move): found by SCAN, at most `limit` keys looked at. Returns SMS moved."""
+        move): found by SCAN (on every master of a cluster), at most `limit` keys
+        looked at. Returns SMS moved."""
         moved = 0
-        cursor: Any = 0
         seen = 0
-        while seen < limit:
-            cursor, keys = await self._call("SCAN", cursor, "MATCH", f"{self._prefix}:{{*}}:outbox", "COUNT", 500)
-            for key in keys:
+        try:
+            async for key in self._client.scan_iter(match=f"{self._prefix}:{{*}}:outbox", count=500):
                 msisdn = key.decode().split("{", 1)[1].split("}", 1)[0]
                 moved += await self.flush_outbox(msisdn)
-            seen += 500
-            if int(cursor) == 0:
-                break
+                seen += 1
+                if seen >= limit:
+                    break
+        except (RedisError, OSError) as exc:
+            raise DependencyDown(f"session store: {exc.__class__.__name__}: {exc}") from exc
         return moved
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
