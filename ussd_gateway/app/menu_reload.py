@@ -169,11 +169,12 @@ class MenuReloader:
             pass  # logged by reload; the old version serves on
 
     async def listen(self, redis_url: str) -> None:
-        """Follow the channel until cancelled, resubscribing after Redis drops."""
-        import redis.asyncio as aioredis
+        """Follow the channel until cancelled, resubscribing after Redis drops (or, behind
+        Sentinels, after a failover: the next client asks them for the new master)."""
+        from ussd_gateway.sessions.redis_clients import make_client
 
         while True:
-            client = aioredis.Redis.from_url(redis_url)
+            client = make_client(redis_url, cluster=self.gateway.settings.sessions.cluster)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)

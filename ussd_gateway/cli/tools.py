@@ -89,9 +89,9 @@ def menus_announce(args: argparse.Namespace) -> int:
             return 1
 
     async def publish() -> int:
-        import redis.asyncio as aioredis
+        from ussd_gateway.sessions.redis_clients import make_client
 
-        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
         try:
             return int(await client.publish(CHANNEL, announcement(op, version, f"cli:{socket.gethostname()}")))
         finally:
@@ -181,9 +181,9 @@ def feedback_list(args: argparse.Namespace) -> int:
     async def fetch() -> int:
         import json
 
-        import redis.asyncio as aioredis
+        from ussd_gateway.sessions.redis_clients import make_client
 
-        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
         backend = build_backend("demo", redis_client=client)
         try:
             for item in await backend.list_feedback(args.limit):
@@ -208,13 +208,13 @@ def campaign(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        import redis.asyncio as aioredis
+        from ussd_gateway.sessions.redis_clients import make_client
 
         from ussd_gateway.backend import build_backend
         from ussd_gateway.campaigns.book import CampaignBook, create_from_spec
         from ussd_gateway.core.errors import BadRequest
 
-        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
         b = settings.backend
         backend = build_backend(b.kind, redis_client=client, demo_data_path=b.demo_data or None, http_url=b.http_url or None,
                                 http_timeout_s=b.http_timeout_ms / 1000, http_token=b.http_token or None)

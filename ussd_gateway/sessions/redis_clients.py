@@ -138,3 +138,37 @@ def connection_pool_of(client: Any) -> Any:
     """The pool whose connection class the session store may extend (None on a
     cluster, where every node has a pool of its own)."""
     return None if is_cluster(client) else getattr(client, "connection_pool", None)
+
+
+class NodeClients:
+    """A plain client on the master that holds a key, for commands that must run on
+    the connection that made a write (`WAIT` counts the replicas holding that
+    connection's writes; a cluster client would send it to some other node). On one
+    server or behind Sentinels that is the client itself; on a cluster, one small
+    client per master, made when first needed."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._by_node: dict[str, aioredis.Redis] = {}
+
+    def for_key(self, key: str) -> Any:
+        if not is_cluster(self._client):
+            return self._client
+        node = self._client.get_node_from_key(key)
+        found = self._by_node.get(node.name)
+        if found is None:
+            kwargs = {k: v for k, v in node.connection_kwargs.items() if k in _NODE_OPTIONS}
+            found = aioredis.Redis(host=node.host, port=node.port, max_connections=64, **kwargs)
+            self._by_node[node.name] = found
+        return found
+
+    async def close(self) -> None:
+        clients, self._by_node = list(self._by_node.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+_NODE_OPTIONS = frozenset({
+    "username", "password", "socket_timeout", "socket_connect_timeout", "ssl", "ssl_ca_certs", "ssl_certfile",
+    "ssl_keyfile", "ssl_cert_reqs", "retry", "health_check_interval",
+})

@@ -34,9 +34,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 
 from ussd_gateway.backend.demo_data import load_demo_data
+from ussd_gateway.sessions.redis_clients import make_client
 from ussd_gateway.testkit.redis_server import free_port
 
 FAULTS = ("redis_stop_3s", "redis_stop_10s", "redis_kill", "worker_kill", "worker_term")
@@ -266,7 +266,7 @@ async def reconcile(figures: Figures, msisdns: list[str], redis_url: str) -> Non
     data = load_demo_data()
     d15 = data.catalogue.package("D15")
     assert d15 is not None
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = make_client(redis_url, socket_timeout=5)
     try:
         for _ in range(50):  # outboxes are moved to the queue in the background: let them
             if not [k async for k in client.scan_iter(match="ussd:{8496*}:outbox", count=1000)]:
