@@ -171,12 +171,15 @@ class MenuReloader:
     async def listen(self, redis_url: str) -> None:
         """Follow the channel until cancelled, resubscribing after Redis drops (or, behind
         Sentinels, after a failover: the next client asks them for the new master)."""
-        from ussd_gateway.sessions.redis_clients import make_client
+        from ussd_gateway.sessions.redis_clients import is_cluster, make_client
 
         while True:
             client = make_client(redis_url, cluster=self.gateway.settings.sessions.cluster)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                if is_cluster(client):
+                    await client.initialize()  # a cluster's pub/sub needs the slot map first
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(CHANNEL)
                 self.listening.set()
                 while True:
@@ -191,7 +194,8 @@ class MenuReloader:
                 await asyncio.sleep(RESUBSCRIBE_S)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
                 with contextlib.suppress(Exception):
                     await client.aclose()
 

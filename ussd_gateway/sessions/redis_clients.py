@@ -127,7 +127,22 @@ def make_client(url: str, *, cluster: bool = False, **kwargs: Any) -> AnyRedis:
     if target.tls:
         sentinel_kwargs["ssl"] = True
     sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)
-    return sentinel.master_for(target.master, db=target.db, **auth, **kwargs)
+    client = sentinel.master_for(target.master, redis_class=_SentinelMaster, db=target.db, **auth, **kwargs)
+    client.sentinel = sentinel
+    return client
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The master behind Sentinels; closing it closes the connections to the
+    Sentinels too (redis-py leaves them open)."""
+
+    sentinel: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel is not None:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
 
 
 def is_cluster(client: Any) -> bool:
@@ -172,3 +187,19 @@ _NODE_OPTIONS = frozenset({
     "username", "password", "socket_timeout", "socket_connect_timeout", "ssl", "ssl_ca_certs", "ssl_certfile",
     "ssl_keyfile", "ssl_cert_reqs", "retry", "health_check_interval",
 })
+
+
+async def load_scripts_for_pipeline(client: Any, *scripts: Any) -> None:
+    """Before `queue_script` puts `AsyncScript`s on a pipeline: each loaded on every
+    master (a cluster pipeline neither loads scripts nor takes redis-py's script
+    calls; a promoted replica has an empty script cache). One round trip, once per
+    batch. A failover in between fails that one batch with NOSCRIPT; its caller
+    retries."""
+    for script in scripts:
+        await client.script_load(script.script)
+
+
+def queue_script(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> None:
+    """Queue one call of a loaded script on a pipeline, plain or cluster (routed by
+    its keys, which must share one slot)."""
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)

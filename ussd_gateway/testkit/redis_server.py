@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(below: int = 65536) -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (under `below`)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below:
+            return port
 
 
 class RedisServer:
@@ -154,7 +157,8 @@ class LocalCluster:
     on every node) when `start` returns."""
 
     def __init__(self, masters: int = 3, replicas: int = 0) -> None:
-        self.nodes = [RedisServer(extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+        # A node's cluster bus listens on its port + 10000.
+        self.nodes = [RedisServer(free_port(below=55536), extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
                                          "--cluster-config-file", "nodes.conf"))
                       for _ in range(masters * (1 + replicas))]
         self.replicas = replicas
@@ -190,6 +194,13 @@ class LocalCluster:
                     port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
                     return next(node for node in self.nodes if node.port == port)
         raise RuntimeError(f"no master serves slot {slot}")
+
+    def replicas_of(self, master: RedisServer) -> list[RedisServer]:
+        """The nodes replicating `master` now."""
+        lines = [line.split() for line in master.cli("CLUSTER", "NODES").splitlines() if line.strip()]
+        own_id = next(fields[0] for fields in lines if "myself" in fields[2])
+        ports = {int(fields[1].split("@")[0].rsplit(":", 1)[1]) for fields in lines if fields[3] == own_id}
+        return [node for node in self.nodes if node.port in ports]
 
     def close(self) -> None:
         for node in self.nodes:
