@@ -437,7 +437,8 @@ class RedisStore:
         outbox, oldest first (for the demo view)."""
         outbox = await self._call("LRANGE", subscriber_key(self._prefix, msisdn, "outbox"), 0, -1)
         queued = await self._call("LRANGE", SMS_QUEUE_KEY, -limit, -1)
-        return [sms for sms in map(self._sms_of, [*queued, *outbox]) if sms.to == msisdn]
+        seen = set(queued)  # mid-flush an SMS is queued and not yet taken out of the outbox
+        return [sms for sms in map(self._sms_of, [*queued, *(raw for raw in outbox if raw not in seen)]) if sms.to == msisdn]
 
     @staticmethod
     def _sms_of(raw: bytes) -> OutboundSms:

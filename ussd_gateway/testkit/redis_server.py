@@ -113,6 +113,10 @@ class RedisServer:
         self.stop()
         self._dir.cleanup()
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def cli(self, *command: str) -> str:
         """One command through `redis-cli` (its reply as text)."""
         auth = ("--no-auth-warning", "-a", self._password) if self._password else ()
@@ -176,6 +180,9 @@ class LocalCluster:
             for node in self.nodes:
                 _wait(f"cluster node {node.port} did not report cluster_state:ok",
                       lambda n=node: "cluster_state:ok" in n.cli("CLUSTER", "INFO"))
+            for node in self.nodes:  # a replica that never synced could not take over
+                _wait(f"cluster node {node.port} did not finish its first sync",
+                      lambda n=node: n.info("replication").get("master_link_status", "up") == "up", seconds=30)
         except BaseException:
             self.close()
             raise
@@ -183,8 +190,9 @@ class LocalCluster:
 
     def master_of(self, key: str) -> RedisServer:
         """The node that serves `key`'s slot now."""
-        slot = int(_redis_cli("-p", str(self.nodes[0].port), "CLUSTER", "KEYSLOT", key).strip())
-        for line in _redis_cli("-p", str(self.nodes[0].port), "CLUSTER", "NODES").splitlines():
+        live = next(node for node in self.nodes if node.running)
+        slot = int(live.cli("CLUSTER", "KEYSLOT", key).strip())
+        for line in live.cli("CLUSTER", "NODES").splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2]:
                 continue
