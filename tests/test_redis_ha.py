@@ -20,6 +20,8 @@ from helpers import Phone, make_settings
 from structlog.testing import capture_logs
 from test_campaigns import TEXTS, csv_of, make_rig
 from test_money_integrity import sms_to
+from test_transcripts import FOLDER as TRANSCRIPTS
+from test_transcripts import serving
 
 from ussd_gateway.app.config import ConfigError, validate
 from ussd_gateway.app.server import GATEWAY, create_app
@@ -30,6 +32,8 @@ from ussd_gateway.sessions.redis_clients import is_cluster, make_client, parse_r
 from ussd_gateway.sessions.redis_store import SMS_QUEUE_KEY, RedisStore, sms_payload, subscriber_key
 from ussd_gateway.sessions.store import OutboundSms
 from ussd_gateway.testkit.redis_server import LocalCluster, LocalSentinels, RedisServer
+from ussd_gateway.testkit.replay import format_failure, run_many
+from ussd_gateway.testkit.transcripts import load_transcripts
 
 PASSWORD = "ha-secret-77"
 
@@ -125,8 +129,20 @@ async def test_a_purchase_debits_once_and_its_sms_is_queued_once(ha: Any, aiohtt
     assert await store.client.exists(subscriber_key("ussd", phone.msisdn, "outbox")) == 0
 
 
+async def test_every_transcript_passes(ha: Any) -> None:
+    """The menus' acceptance suite (sessions/transcripts, over the JSON dialect)."""
+    transcripts = load_transcripts([TRANSCRIPTS])
+    async with serving("json", redis_url=ha.url) as endpoint:
+        results = await run_many(transcripts, lambda: endpoint.channel("json"), concurrency=16)
+    failed = [format_failure(r, width=140) for r in results if not r.ok]
+    assert len(results) >= 30 and not failed, "\n".join(failed[:3])
+
+
 async def test_the_sms_queue_claims_acks_and_restores(ha: Any) -> None:
-    store = RedisStore.from_url(ha.url)
+    """Also the `cluster = true` switch: a plain URL naming one node of the cluster."""
+    url = ha.url.replace("redis+cluster://", "redis://").split(",")[0] if isinstance(ha, LocalCluster) else ha.url
+    store = RedisStore.from_url(url, cluster=isinstance(ha, LocalCluster))
+    assert is_cluster(store.client) == isinstance(ha, LocalCluster)
     try:
         for n in range(5):
             assert await store.enqueue_sms(OutboundSms(f"8490555{n:04d}", "9237", f"t{n}", dedupe_key="k"))

@@ -169,7 +169,16 @@ class NodeClients:
     def for_key(self, key: str) -> Any:
         if not is_cluster(self._client):
             return self._client
-        node = self._client.get_node_from_key(key)
+        return self._for_node(self._client.get_node_from_key(key))
+
+    async def masters(self) -> list[Any]:
+        """A plain client per master (the client itself when not a cluster)."""
+        if not is_cluster(self._client):
+            return [self._client]
+        await self._client.initialize()
+        return [self._for_node(node) for node in self._client.get_primaries()]
+
+    def _for_node(self, node: Any) -> Any:
         found = self._by_node.get(node.name)
         if found is None:
             kwargs = {k: v for k, v in node.connection_kwargs.items() if k in _NODE_OPTIONS}

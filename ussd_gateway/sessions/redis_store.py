@@ -20,7 +20,7 @@ import structlog
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ussd_gateway.core.errors import DependencyDown
-from ussd_gateway.sessions.redis_clients import connection_pool_of, make_client
+from ussd_gateway.sessions.redis_clients import NodeClients, connection_pool_of, is_cluster, make_client
 
 from ussd_gateway.sessions.hop_scripts import BEGIN as _BEGIN, COMMIT as _COMMIT, RATE_WINDOW_MS, RELEASE as _RELEASE, SESSION_KEY
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
@@ -58,9 +58,8 @@ _now = time.time
 SMS_QUEUE_KEY = "ussd:{sms}:out"
 SMS_INFLIGHT_KEY = "ussd:{sms}:inflight"
 SMS_DEDUPE_PREFIX = "ussd:{sms}:dedupe:"
-"""`ussd:{sms}:dedupe:<to>:<key>`: beside the queue, in its slot, so queueing an SMS is
-one script on one slot (Redis Cluster); the number in the name keeps two subscribers'
-keys apart (a gateway may give two numbers one session id)."""
+"""`ussd:{sms}:dedupe:<to>:<key>`: in the queue's slot (queueing is one script on one
+slot); the number keeps two subscribers' keys apart (they may share a session id)."""
 SMS_QUEUE_MAX = 50_000
 """Outbound SMS kept at most. With no sender draining the queue (SMPP off) it would
 grow for ever (about 60 entries a second under load); past the cap the oldest are
@@ -262,6 +261,7 @@ class RedisStore:
         self._requeue = _Script(_REQUEUE)
         self._restore = _Script(_RESTORE)
         self._pipeline = _AutoPipeline(client, timeout_s)
+        self._nodes = NodeClients(client)
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, cluster: bool = False, **kwargs: Any) -> "RedisStore":
@@ -398,12 +398,10 @@ class RedisStore:
             self._on_sms_dropped(count)
 
     async def flush_outbox(self, msisdn: str) -> int:
-        """Move a subscriber's outbox (SMS written atomically with a debit, in the
-        subscriber's slot) to the queue (the `{sms}` slot). Two slots, so three steps,
-        each on one slot (Redis Cluster): read the outbox, queue what it holds (each SMS
-        once, by its dedupe key), take out what was read. A process that dies between
-        them leaves the SMS in the outbox, and the next flush or sweep finds it queued
-        already: at least once into this method, exactly once onto the queue."""
+        """Move a subscriber's outbox (SMS written with a debit, in their slot) to the
+        queue (`{sms}`) in three one-slot steps: read it, queue each SMS once (dedupe
+        key), take out what was read. Cut short, the next flush or sweep finishes it:
+        at least once into this method, exactly once onto the queue."""
         outbox = subscriber_key(self._prefix, msisdn, "outbox")
         payloads = await self._call("LRANGE", outbox, 0, 99)
         if not payloads:
@@ -418,12 +416,14 @@ class RedisStore:
         moved = 0
         seen = 0
         try:
-            async for key in self._client.scan_iter(match=f"{self._prefix}:{{*}}:outbox", count=500):
-                msisdn = key.decode().split("{", 1)[1].split("}", 1)[0]
-                moved += await self.flush_outbox(msisdn)
-                seen += 1
-                if seen >= limit:
-                    break
+            # On a cluster, each master in turn through a plain client of its own.
+            for client in await self._nodes.masters():
+                async for key in client.scan_iter(match=f"{self._prefix}:{{*}}:outbox", count=500):
+                    msisdn = key.decode().split("{", 1)[1].split("}", 1)[0]
+                    moved += await self.flush_outbox(msisdn)
+                    seen += 1
+                    if seen >= limit:
+                        return moved
         except (RedisError, OSError) as exc:
             raise DependencyDown(f"session store: {exc.__class__.__name__}: {exc}") from exc
         return moved
@@ -482,6 +482,19 @@ class RedisStore:
         except DependencyDown:
             return False
 
+    async def prepare(self) -> None:
+        """Before serving, on a cluster: read the slot map (set up lazily by the first
+        burst of hops and the sweep, redis-py 8.1 closed some of their connections).
+        Unreachable: read on first use instead."""
+        if not is_cluster(self._client):
+            return
+        try:
+            async with asyncio.timeout(max(1.0, 3 * (self._timeout_s or 1.0))):
+                await self._client.initialize()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._log.warning("redis_cluster_not_ready", error=exc.__class__.__name__)
+
     async def close(self) -> None:
         await self._pipeline.drain()
+        await self._nodes.close()
         await self._client.aclose()
