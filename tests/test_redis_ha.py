@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
 from helpers import Phone, make_settings
 from structlog.testing import capture_logs
 from test_campaigns import TEXTS, csv_of, make_rig
@@ -95,6 +98,20 @@ class TestUrls:
         assert parse_redis_url("redis+cluster://u:p@h1:7000,h2:7001").hosts == (("h1", 7000), ("h2", 7001))
         assert parse_redis_url("redis://h1:7000", cluster=True).kind == "cluster"
         assert parse_redis_url("redis://h1:7000/3").kind == "single"
+
+    @given(
+        hosts=st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True), st.integers(1, 65535)), min_size=1, max_size=4),
+        master=st.from_regex(r"[a-z0-9_-]{1,20}", fullmatch=True),
+        password=st.from_regex(r"Zq[A-Za-z0-9~!$*()_-]{4,20}", fullmatch=True),
+        db=st.integers(0, 15),
+    )
+    def test_any_sentinel_url_parses_back_and_never_shows_its_password(
+        self, hosts: list[tuple[str, int]], master: str, password: str, db: int
+    ) -> None:
+        url = f"redis+sentinel://:{password}@" + ",".join(f"{h}:{p}" for h, p in hosts) + f"/{master}/{db}"
+        target = parse_redis_url(url)
+        assert (target.hosts, target.master, target.password, target.db) == (tuple(hosts), master, password, db)
+        assert password not in mask_url(url)
 
     @pytest.mark.parametrize("url", [
         "redis+sentinel://h1:26379",  # no master name
@@ -225,6 +242,20 @@ async def test_a_menu_reload_reaches_the_other_instance(ha: Any, aiohttp_client:
             break
         await asyncio.sleep(0.05)
     assert "MobiFone *090# - moi" in screen.text
+    # The command-line tool reaches both instances through the same URL.
+    rolled = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ussd_gateway.cli", "menus", "rollback", "--redis-url", ha.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+    )
+    out, err = await asyncio.wait_for(rolled.communicate(), 60)
+    assert rolled.returncode == 0 and b"announced" in out, err.decode()[-500:]
+    assert PASSWORD.encode() not in out + err
+    for _ in range(100):
+        screen = await Phone(second, "json", msisdn="84907770006").dial()
+        if "- moi" not in screen.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "MobiFone *090#" in screen.text and "- moi" not in screen.text
 
 
 # ---- WAIT on money writes ------------------------------------------------------------------
