@@ -250,3 +250,27 @@ async def test_send_api_is_idempotent_and_tracks_each_sms(rig: Rig) -> None:
     await asyncio.sleep(0.3)
     assert sorted(rig.mts()) == ["84901234567", "84909999999"]
     assert (await rig.client.get("/sms/nope")).status == 404
+
+
+async def test_a_redis_pause_as_the_submit_resp_arrives_leaves_no_sms_queued_or_in_flight(rig: Rig) -> None:
+    """Redis refuses writes for longer than the store's timeout just as the SMSC answers a
+    submit_sm: the SMS still ends `sent` (then `delivered`), off the in-flight list, sent once."""
+    rig.smsc.auto_receipts = lambda to: "DELIVRD"
+    rig.smsc.delay_submit_resp(0.4, count=1)
+    redis = aioredis.Redis.from_url(rig.redis_url)
+    try:
+        response = await rig.client.post("/sms/send", json={"to": "0901234567", "text": "Ma OTP 1234"})
+        (sms_id,) = (await response.json())["ids"]
+        deadline = time.monotonic() + 5
+        while not await redis.llen("ussd:{sms}:inflight"):  # claimed: its submit_sm is on the wire
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await redis.execute_command("CLIENT", "PAUSE", 1200, "WRITE")
+        deadline = time.monotonic() + 10
+        while (found := await (await rig.client.get(f"/sms/{sms_id}")).json())["state"] != "delivered":
+            assert time.monotonic() < deadline, found
+            await asyncio.sleep(0.05)
+        assert await redis.llen("ussd:{sms}:inflight") == 0
+        assert rig.mts() == ["84901234567"]
+    finally:
+        await redis.aclose()

@@ -365,15 +365,19 @@ class TestUssd:
         assert (await dialogue.next_screen(1.0)).end
 
     async def test_screens_are_matched_to_their_dialogue(self, sim: SmscSimulator, esme: Esme) -> None:
-        """Two concurrent dialogues each get their own screen; an unknown session is an orphan."""
+        """Two concurrent dialogues each get their own screen; an unknown session is an
+        orphan, unless its op begins one (a USSD push: USSR 2 or USSN 3)."""
         one, two = await sim.start_ussd(MSISDN), await sim.start_ussd("84912345678")
         sessions = [(await esme.next()).fields["its_session_info"] for _ in range(2)]
         await esme.submit(**screen("84912345678", sessions[1], "for two", 2))
         await esme.submit(**screen(MSISDN, sessions[0], "for one", 2))
-        await esme.submit(**screen(MSISDN, 0x7FF0, "nobody's", 2))
+        await esme.submit(**screen(MSISDN, 0x7F00, "nobody's", 17))
+        await esme.submit(**screen(MSISDN, 0x7E00, "pushed", 2))
         assert (await one.next_screen(1.0)).text == "for one"
         assert (await two.next_screen(1.0)).text == "for two"
         assert [s.text for s in sim.orphan_screens] == ["nobody's"]
+        pushed = await sim.next_push(MSISDN, timeout=1.0)
+        assert pushed.number == 0x7E and (await pushed.next_screen(1.0)).text == "pushed"
         with pytest.raises(TimeoutError):
             await one.next_screen(0.1)
 

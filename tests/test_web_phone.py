@@ -77,7 +77,8 @@ class ServedGateway:
     """The app on 127.0.0.1:<free port>, served by its own event loop in a thread, so the
     (synchronous) WebDriver calls never block it."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings or make_settings()
         self.loop = asyncio.new_event_loop()
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -89,7 +90,7 @@ class ServedGateway:
         return self
 
     async def _start(self) -> None:
-        self.runner = web.AppRunner(create_app(make_settings()), handle_signals=False)
+        self.runner = web.AppRunner(create_app(self.settings), handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -378,3 +379,71 @@ def test_network_error_is_shown_and_retry_resends_the_same_seq(page: Page, gatew
     failed = page.d.find_elements(page.By.CSS_SELECTOR, "#trace li.failed")
     assert len(failed) == 2 and all('"seq":1' in item.text for item in failed)
     assert "network error" in failed[-1].text
+
+
+# ---- USSD push ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_gateway(redis_server: Any) -> Iterator[ServedGateway]:
+    """A gateway on a freshly flushed real Redis."""
+    import redis
+
+    redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    # Generous store deadlines: a browser test on a busy machine must not read a slow
+    # Redis as a down one (the busy END is tested elsewhere).
+    settings = make_settings(redis_server.url, sessions={"redis_timeout_ms": 3000, "hop_deadline_ms": 5000, "lock_ttl_ms": 6000})
+    with ServedGateway(settings) as served:
+        yield served
+
+
+def _post_push(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "/admin/ussd/push", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_push_rings_the_web_phone_and_its_answer_buys_once(browser: Any, redis_gateway: ServedGateway) -> None:
+    page = Page(browser, redis_gateway.url)
+    page.set_field("msisdn", "84901234567")
+    status, body = _post_push(redis_gateway.url, {"msisdn": "84901234567", "entry": "offer:start", "vars": {"offer_code": "D15"}, "bind": "web"})
+    assert status == 200 and body["bind"] == "web" and re.fullmatch(r"push-web-[0-9a-f]{12}", body["session_id"])
+    page.until(lambda: page.state() == "continue", "the push to ring")
+    offer = page.text("ussd-text")
+    assert offer.startswith("Uu dai: goi D15") and "1. Dang ky" in offer and "2. Bo qua" in offer
+    assert page.text("session-id") == body["session_id"]
+    # While the push is on screen the subscriber is in a dialogue: a second push is refused.
+    again, refused = _post_push(redis_gateway.url, {"msisdn": "84901234567", "entry": "offer:start", "vars": {"offer_code": "D15"}, "bind": "web"})
+    assert again == 409 and refused["reason"] == "open_dialogue"
+    assert page.answer("1") == "end"
+    final = page.text("ussd-text")
+    assert "Dang ky thanh cong goi D15" in final and "185.000d" in final  # 200.000d less one debit of 15.000d
+    pushes = page.d.find_elements(page.By.CSS_SELECTOR, '#trace li[data-kind="push"]')
+    hops = page.d.find_elements(page.By.CSS_SELECTOR, '#trace li[data-kind="ussd"]')
+    assert len(pushes) == 1 and "CON Uu dai: goi D15" in pushes[0].text
+    assert len(hops) == 1 and f"session {body['session_id']} · seq 1" in hops[0].text and '"event":"continue"' in hops[0].text
+    page.el("ussd-ok").click()
+    # A notify-only push shows with OK only.
+    status, body = _post_push(redis_gateway.url, {"msisdn": "84901234567", "entry": "offer:start", "vars": {"offer_code": "D30"}, "bind": "web", "notify": True})
+    assert status == 200 and body["end"]
+    page.until(lambda: page.state() == "end", "the notice")
+    assert page.text("ussd-text").startswith("Uu dai: goi D30") and not page.el("ussd-answer").is_displayed()
+
+
+def test_a_push_for_another_number_does_not_ring(page: Page, gateway: ServedGateway) -> None:
+    status, _body = _post_push(gateway.url, {"msisdn": "84909999999", "entry": "offer:start", "vars": {"offer_code": "D15"}, "bind": "web"})
+    assert status == 200
+    time.sleep(3.5)  # two polls of the page
+    assert page.state() == "closed"

@@ -2,7 +2,9 @@
 
 Admin (`channels/http/guard.py`: the admin token, admin listener rules):
 `POST /campaigns` create · `GET /campaigns` list · `GET /campaigns/{id}` status ·
-`GET /campaigns/{id}/preview` · `POST /campaigns/{id}/{start|pause|resume|cancel}`.
+`GET /campaigns/{id}/preview` · `GET /campaigns/{id}/hourly` (per-hour sent, delivered,
+failed, conversions: JSON) · `GET /campaigns/{id}/chart.svg` (the same drawn) ·
+`POST /campaigns/{id}/{start|pause|resume|cancel}`.
 Gateway (bearer tokens, allow-list, signatures, like `/ussd`):
 `POST /sms/send` one SMS or up to 100, idempotent with `Idempotency-Key` (or `key`) ·
 `GET /sms/{id}` its state and receipt. All of them need Redis (503 otherwise).
@@ -61,6 +63,20 @@ async def _preview(request: web.Request, book: Any) -> web.Response:
     return web.json_response(await book.preview(request.match_info["id"]))
 
 
+async def _hourly(request: web.Request, book: Any) -> web.Response:
+    campaign_id = request.match_info["id"]
+    return web.json_response({"id": campaign_id, "timezone": book.settings.timezone, "hours": await book.hourly(campaign_id)})
+
+
+async def _chart(request: web.Request, book: Any) -> web.Response:
+    from ussd_gateway.campaigns.chart import svg_chart
+
+    campaign_id = request.match_info["id"]
+    series = await book.hourly(campaign_id)
+    svg = svg_chart(series, f"{campaign_id}: SMS per hour ({book.settings.timezone})")
+    return web.Response(text=svg, content_type="image/svg+xml")
+
+
 async def _move(request: web.Request, book: Any) -> web.Response:
     action = request.match_info["action"]
     if action not in ("start", "pause", "resume", "cancel"):
@@ -89,6 +105,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/campaigns", _guarded("campaigns", _list))
     app.router.add_get("/campaigns/{id}", _guarded("campaigns", _status))
     app.router.add_get("/campaigns/{id}/preview", _guarded("campaigns", _preview))
+    app.router.add_get("/campaigns/{id}/hourly", _guarded("campaigns", _hourly))
+    app.router.add_get("/campaigns/{id}/chart.svg", _guarded("campaigns", _chart))
     app.router.add_post("/campaigns/{id}/{action}", _guarded("campaigns", _move))
     app.router.add_post("/sms/send", _guarded("ledger", _send))
     app.router.add_get("/sms/{id}", _guarded("ledger", _sms))

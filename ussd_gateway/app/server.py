@@ -21,6 +21,7 @@ from ussd_gateway.core.secrets import mask_url, register_secrets
 from ussd_gateway.app.wiring import Gateway, build_gateway
 from ussd_gateway.app import menu_reload
 from ussd_gateway.app.campaigns_api import add_routes as add_campaign_routes
+from ussd_gateway.app.push_api import add_routes as add_push_routes
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
@@ -255,4 +256,5 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
     app.router.add_static("/static/", STATIC_DIR, name="static")
     menu_reload.install(app, built, on_change=app[GRAPH_CACHE].clear)
     add_campaign_routes(app)
+    add_push_routes(app)
     return app

@@ -24,6 +24,7 @@ from ussd_gateway.menus.template import resolve_args
 from ussd_gateway.services.actions import ActionContext
 from ussd_gateway.services.derived import hydrate as hydrate_record
 from ussd_gateway.backend import SubscriberBackend, build_backend
+from ussd_gateway.backend.tap import PurchaseTap
 from ussd_gateway.app.config import Settings
 from ussd_gateway.services.settings import ServiceSettings
 from ussd_gateway.dispatch.dispatcher import DispatchSettings, Dispatcher
@@ -135,6 +136,8 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         redis_timeout_s=s.redis_timeout_ms / 1000,
         money_wait=(s.money_wait_replicas, s.money_wait_timeout_ms),
     )
+    if redis_client is not None:  # campaigns count the purchases that follow their SMS
+        backend = PurchaseTap(backend)  # type: ignore[assignment]
     service_settings = settings.services
     budget = ScreenBudget(gsm7=settings.screen.gsm7_limit, ucs2=settings.screen.ucs2_limit)
 
@@ -185,6 +188,7 @@ def add_campaigns(gateway: Gateway, *, clock: Any = None) -> None:
     """Campaigns, the SMS ledger and the care opt-out keywords (they live in Redis)."""
     import time
 
+    from ussd_gateway.campaigns.attribution import Attribution
     from ussd_gateway.campaigns.book import CampaignBook
     from ussd_gateway.campaigns.ledger import SmsLedger
     from ussd_gateway.campaigns.protect import OptOuts
@@ -192,6 +196,10 @@ def add_campaigns(gateway: Gateway, *, clock: Any = None) -> None:
     c = gateway.settings.campaigns
     clock = clock or time.time
     prefix = getattr(gateway.store, "prefix", "ussd")
-    gateway.ledger = SmsLedger(gateway.redis, gateway.store, default_sender=c.default_sender, clock=clock)
     gateway.campaigns = CampaignBook(gateway.redis, gateway.backend, c, store_prefix=prefix, clock=clock)
+    attribution = Attribution(gateway.campaigns, store_prefix=prefix, clock=clock)
+    gateway.ledger = SmsLedger(gateway.redis, gateway.store, default_sender=c.default_sender, clock=clock,
+                               timezone=c.timezone, on_sent=attribution.touch)
+    if isinstance(gateway.backend, PurchaseTap):
+        gateway.backend.listener = attribution.on_purchase
     OptOuts(gateway.redis).install(gateway.keywords, c.optout_short_codes)

@@ -5,13 +5,15 @@ same keys, so a campaign started from the CLI is sent by whichever server takes 
 lease (`runner`). Keys (hash tag `{care}`): `camps` (the index), `camp:<id>` (the
 definition, status, cursor, note), `camp:<id>:rows` (a CSV target's rows),
 `camp:<id>:sent` (per subscriber: claimed, queued, opted out, capped, too long),
-`camp:<id>:n` (the counts), `camp:<id>:retry` (held at quiet hours, for the morning).
+`camp:<id>:n` (the counts), `camp:<id>:h` (the counts per hour), `camp:<id>:retry`
+(held at quiet hours, for the morning), `camp:<id>:conv` (the purchases attributed).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,8 +27,11 @@ from ussd_gateway.campaigns.ledger import PREFIX
 from ussd_gateway.campaigns.model import Campaign, CsvTarget, render, variables
 from ussd_gateway.campaigns.settings import CampaignSettings
 
-COUNTS = ("queued", "sent", "delivered", "failed", "expired", "opted_out", "capped", "too_long", "held")
-"""What `status` reports (`held`: due when quiet hours began, sent the next morning)."""
+COUNTS = ("queued", "sent", "delivered", "failed", "expired", "opted_out", "capped", "too_long", "held", "conversions", "revenue")
+"""What `status` reports (`held`: due when quiet hours began, sent the next morning;
+`conversions` and `revenue`, in đồng: the purchases that followed, `attribution`)."""
+HOURLY = ("sent", "delivered", "failed", "conversions")
+"""The per-hour series (`failed` counts expired SMS too: neither reached the phone)."""
 _MOVES = {
     "start": (("draft",), "running"),
     "pause": (("running",), "paused"),
@@ -185,18 +190,43 @@ class CampaignBook:
             "id": campaign.id, "name": campaign.name, "status": state.get("status"), "note": state.get("note") or None,
             "sender": campaign.sender, "target": campaign.target_kind, "targets": int(state.get("targets") or 0),
             "handled": int(state.get("handled") or 0), **{name: counts.get(name, 0) for name in COUNTS},
+            "waiting": max(0, counts.get("waiting", 0)), "follow_up": campaign.follow_up.code or None,
         }
+
+    async def hourly(self, campaign_id: str) -> list[dict[str, Any]]:
+        """Sent, delivered, failed (and expired) and conversions in each hour of the
+        operator's clock, from the first hour anything happened to the last, every hour
+        in between listed (zeros included): `[{"hour": "2025-06-02T10", "sent": 5, ...}]`."""
+        await self.get(campaign_id)  # a 404 for an unknown campaign, not an empty chart
+        raw = await self.client.hgetall(key(campaign_id, "h"))
+        found: dict[str, dict[str, int]] = {}
+        for field_, value in raw.items():
+            hour, _, state = field_.decode().partition("|")
+            state = "failed" if state == "expired" else state
+            if state in HOURLY:
+                counts = found.setdefault(hour, dict.fromkeys(HOURLY, 0))
+                counts[state] += int(value)
+        if not found:
+            return []
+        first, last = (datetime.strptime(h, "%Y-%m-%dT%H") for h in (min(found), max(found)))
+        series = []
+        while first <= last:  # wall-clock hours: the zone has no daylight saving
+            hour = first.strftime("%Y-%m-%dT%H")
+            series.append({"hour": hour, **found.get(hour, dict.fromkeys(HOURLY, 0))})
+            first += timedelta(hours=1)
+        return series
 
 
 async def create_from_spec(book: CampaignBook, spec: dict[str, Any]) -> dict[str, Any]:
     """A campaign from what the CLI and `POST /campaigns` take: `name`, `texts` {vi,
     vi_dau?, en?}, `sender`?, `csv` (its text) or `filter` (text or object), `limits`
-    {max_parts?, max_messages?}. Returns its id and what the CSV held.
+    {max_parts?, max_messages?}, `follow_up` {code?, window_days?, packages?, via?}.
+    Returns its id and what the CSV held.
 
     Raises:
         BadRequest: what is wrong, in one line.
     """
-    from ussd_gateway.campaigns.model import Limits, make_campaign, parse_csv
+    from ussd_gateway.campaigns.model import FollowUp, Limits, make_campaign, parse_csv
 
     name, texts = spec.get("name"), spec.get("texts")
     if not isinstance(name, str) or not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
@@ -209,9 +239,13 @@ async def create_from_spec(book: CampaignBook, spec: dict[str, Any]) -> dict[str
         limits = Limits(**(spec.get("limits") or {}))
     except TypeError as error:
         raise BadRequest(f"limits: {error}") from None
+    follow_up = spec.get("follow_up")
+    if follow_up is not None and not isinstance(follow_up, dict):
+        raise BadRequest("follow_up is an object: {\"code\": \"*090*4#\", \"window_days\": 7, \"packages\": [\"MAX90\"], \"via\": [\"ussd\", \"sms\"]}")
     campaign = make_campaign(
         name, {k: v for k, v in texts.items() if v}, str(spec.get("sender") or book.settings.default_sender),
         filter_text=spec.get("filter"), csv_columns=csv.columns if csv else (), limits=limits,
+        follow_up=FollowUp.from_json(follow_up),
     )
     await book.create(campaign, csv)
     report: dict[str, Any] = {"id": campaign.id, "target": campaign.target_kind}

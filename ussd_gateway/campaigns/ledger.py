@@ -8,9 +8,14 @@ The SMPP channel reports back through four calls: `admit` (may it still go out?)
 `submit_sm_resp` (the SMSC is quick, our write is not yet done) waits in Redis and is
 applied the moment the message_id is recorded. States only move forward and a final
 state (delivered, failed, expired) is never left, so a resent receipt counts once;
-each move is counted on the SMS's campaign in the same script.
+each move is counted on the SMS's campaign in the same script, in its total and in
+the hour it happened (`camp:<id>:h`, field `<YYYY-MM-DDTHH>|<state>`, the hour on the
+operator's clock, `[campaigns] timezone`): an SMS sent at 09:59 and delivered at 10:01
+counts `sent` in the 09 hour and `delivered` in the 10 hour, for good.
 
-Keys share the `{care}` hash tag (one Redis Cluster slot, as the scripts need).
+Keys share the `{care}` hash tag (one Redis Cluster slot, as the scripts need). A
+campaign SMS the SMSC took is reported to `on_sent` (follow-up attribution), outside
+the script: that write lives in the subscriber's slot.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import orjson
@@ -45,7 +52,7 @@ MESSAGE_STATES = {1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UN
 """SMPP 3.4 `message_state` TLV values."""
 
 _APPLY = """
-local function apply(k, state, err, now, receipt)
+local function apply(k, state, err, now, receipt, hour)
   local old = redis.call('HGET', k, 'state')
   if not old or old == state or old == 'delivered' or old == 'failed' or old == 'expired' then return 0 end
   redis.call('HSET', k, 'state', state, 'at_' .. state, now)
@@ -55,16 +62,17 @@ local function apply(k, state, err, now, receipt)
   if c and c ~= '' then
     local counts = 'ussd:{care}:camp:' .. c .. ':n'
     redis.call('HINCRBY', counts, state, 1)
+    redis.call('HINCRBY', 'ussd:{care}:camp:' .. c .. ':h', hour .. '|' .. state, 1)
     if old == 'queued' then redis.call('HINCRBY', counts, 'waiting', -1) end
     if state == 'queued' then redis.call('HINCRBY', counts, 'waiting', 1) end
   end
   return 1
 end
 """
-# KEYS: sms. ARGV: to, from, text, campaign, now, ttl. Returns 1 when new (or requeued after a hold).
+# KEYS: sms. ARGV: to, from, text, campaign, now, ttl, hour. Returns 1 when new (or requeued after a hold).
 _CREATE = _APPLY + """
 local old = redis.call('HGET', KEYS[1], 'state')
-if old == 'held' then apply(KEYS[1], 'queued', '', ARGV[5], '') return 1 end
+if old == 'held' then apply(KEYS[1], 'queued', '', ARGV[5], '', ARGV[7]) return 1 end
 if old then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'to', ARGV[1], 'from', ARGV[2], 'text', ARGV[3], 'campaign', ARGV[4], 'at_queued', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
@@ -74,32 +82,34 @@ if ARGV[4] ~= '' then
 end
 return 1
 """
-# KEYS: sms, message_id -> id, pending receipt. ARGV: id, message_id, ok, err, now, ttl.
+# KEYS: sms, message_id -> id, pending receipt. ARGV: id, message_id, ok, err, now, ttl, hour.
+# Returns {applied, campaign, to} (the campaign '' for an SMS of none).
 _SUBMITTED = _APPLY + """
-if ARGV[3] ~= '1' then return apply(KEYS[1], 'failed', ARGV[4], ARGV[5], '') end
+local who = redis.call('HMGET', KEYS[1], 'campaign', 'to')
+if ARGV[3] ~= '1' then return {apply(KEYS[1], 'failed', ARGV[4], ARGV[5], '', ARGV[7]), '', ''} end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[6])
 redis.call('HSET', KEYS[1], 'message_id', ARGV[2])
-apply(KEYS[1], 'sent', '', ARGV[5], '')
+local applied = apply(KEYS[1], 'sent', '', ARGV[5], '', ARGV[7])
 local waiting = redis.call('GET', KEYS[3])
 if waiting then
   redis.call('DEL', KEYS[3])
   local state, err, stat = string.match(waiting, '^([^|]*)|([^|]*)|(.*)$')
-  apply(KEYS[1], state, err, ARGV[5], stat)
+  apply(KEYS[1], state, err, ARGV[5], stat, ARGV[7])
 end
-return 1
+return {applied, who[1] or '', who[2] or ''}
 """
-# KEYS: message_id -> id, pending receipt. ARGV: state, err, now, stat.
+# KEYS: message_id -> id, pending receipt. ARGV: state, err, now, stat, hour.
 _RECEIPT = _APPLY + """
 local id = redis.call('GET', KEYS[1])
 if not id then
   redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4], 'EX', 3600)
   return -1
 end
-return apply('ussd:{care}:sms:' .. id, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return apply('ussd:{care}:sms:' .. id, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 """
-# KEYS: sms. ARGV: now. Quiet hours began before it went out: back to its campaign's retry list.
+# KEYS: sms. ARGV: now, hour. Quiet hours began before it went out: back to its campaign's retry list.
 _HELD = _APPLY + """
-if apply(KEYS[1], 'held', '', ARGV[1], '') == 0 then return 0 end
+if apply(KEYS[1], 'held', '', ARGV[1], '', ARGV[2]) == 0 then return 0 end
 local c = redis.call('HGET', KEYS[1], 'campaign')
 if c and c ~= '' then redis.call('RPUSH', 'ussd:{care}:camp:' .. c .. ':retry', redis.call('HGET', KEYS[1], 'to')) end
 return 1
@@ -110,14 +120,28 @@ def sms_key(sms_id: str) -> str:
     return f"{PREFIX}:sms:{sms_id}"
 
 
+def hour_of(when: float, zone: ZoneInfo) -> str:
+    """The operator's hour of a unix time, as the per-hour counts name it: `2025-06-02T10`."""
+    return datetime.fromtimestamp(when, zone).strftime("%Y-%m-%dT%H")
+
+
+SentHook = Callable[[str, str, float], Awaitable[None]]
+"""`(campaign id, msisdn, when)`: a campaign SMS the SMSC took (follow-up attribution)."""
+
+
 class SmsLedger:
     """Tracked SMS in Redis; what the SMPP channel reports to and `/sms/{id}` reads."""
 
-    def __init__(self, client: Any, store: SessionStore, *, default_sender: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: Any, store: SessionStore, *, default_sender: str, clock: Callable[[], float] = time.time,
+        timezone: str = "Asia/Ho_Chi_Minh", on_sent: SentHook | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.default_sender = default_sender
         self.clock = clock
+        self.zone = ZoneInfo(timezone)
+        self.on_sent = on_sent
         self.log = structlog.get_logger("ussd_gateway.sms_ledger")
         self._create = client.register_script(_CREATE)
         self._submitted = client.register_script(_SUBMITTED)
@@ -130,15 +154,20 @@ class SmsLedger:
         return not sms.until or self.clock() < sms.until
 
     async def held(self, sms: OutboundSms) -> None:
-        await self._held(keys=[sms_key(sms.sms_id)], args=[self.clock()])
+        now = self.clock()
+        await self._held(keys=[sms_key(sms.sms_id)], args=[now, hour_of(now, self.zone)])
 
     async def submitted(self, sms: OutboundSms, message_id: str, status: int) -> None:
         ok = status == 0 and bool(message_id)
         err = "" if ok else f"submit_sm 0x{status:08X}"
-        await self._submitted(
+        now = self.clock()
+        applied, campaign, to = await self._submitted(
             keys=[sms_key(sms.sms_id), f"{PREFIX}:mid:{message_id}", f"{PREFIX}:rcpt:{message_id}"],
-            args=[sms.sms_id, message_id, "1" if ok else "0", err, self.clock(), MID_TTL_S],
+            args=[sms.sms_id, message_id, "1" if ok else "0", err, now, MID_TTL_S, hour_of(now, self.zone)],
         )
+        if ok and campaign and self.on_sent is not None:
+            # Also when not applied (a resent submit_sm_resp): the touch is idempotent.
+            await self.on_sent(campaign.decode(), to.decode(), now)
 
     async def receipt(self, message_id: str, stat: str, err: str) -> bool | None:
         """Apply a delivery receipt: True applied, False not new (a resend), None kept
@@ -146,8 +175,10 @@ class SmsLedger:
         state = RECEIPT_STATES.get(stat.upper())
         if state is None or not message_id:
             return False
+        now = self.clock()
         result = await self._receipt(
-            keys=[f"{PREFIX}:mid:{message_id}", f"{PREFIX}:rcpt:{message_id}"], args=[state, err, self.clock(), stat.upper()]
+            keys=[f"{PREFIX}:mid:{message_id}", f"{PREFIX}:rcpt:{message_id}"],
+            args=[state, err, now, stat.upper(), hour_of(now, self.zone)],
         )
         return None if int(result) < 0 else bool(result)
 
@@ -160,7 +191,8 @@ class SmsLedger:
     async def create(self, pipe: Any, sms: OutboundSms, campaign: str = "") -> None:
         """Record a queued SMS (in the caller's pipeline, after `load_scripts_for_pipeline`
         with `create_script`); idempotent by its id."""
-        queue_script(pipe, self._create, [sms_key(sms.sms_id)], [sms.to, sms.sender, sms.text, campaign, self.clock(), SMS_TTL_S])
+        now = self.clock()
+        queue_script(pipe, self._create, [sms_key(sms.sms_id)], [sms.to, sms.sender, sms.text, campaign, now, SMS_TTL_S, hour_of(now, self.zone)])
 
     async def get(self, sms_id: str) -> dict[str, Any] | None:
         raw = await self.client.hgetall(sms_key(sms_id))

@@ -50,6 +50,43 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What counts as a purchase the campaign brought (follow-up attribution, last touch):
+    one its subscriber makes within `window_days` of the SMS (0: `[campaigns]
+    attribution_days`), through a channel of `via`, of one of `packages` (empty: any)."""
+
+    code: str = ""
+    """Where the text sends them (`*090*4#`, `MAX90 gui 999`): shown in `status`."""
+    window_days: float = 0
+    packages: tuple[str, ...] = ()
+    via: tuple[str, ...] = ("ussd", "sms")
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | None) -> "FollowUp":
+        """From what `create` takes (and what is stored).
+
+        Raises:
+            BadRequest: an unknown field, a bad channel or window.
+        """
+        raw = dict(raw or {})
+        try:
+            made = cls(
+                code=str(raw.pop("code", "")), window_days=float(raw.pop("window_days", 0) or 0),
+                packages=tuple(str(p).upper() for p in raw.pop("packages", ()) or ()),
+                via=tuple(str(v).lower() for v in raw.pop("via", ("ussd", "sms")) or ("ussd", "sms")),
+            )
+        except (TypeError, ValueError) as error:
+            raise BadRequest(f"follow_up: {error}") from None
+        if raw:
+            raise BadRequest(f"follow_up: unknown field(s) {', '.join(sorted(raw))} (code, window_days, packages, via)")
+        if not set(made.via) <= {"ussd", "sms"} or not 0 <= made.window_days <= 90:
+            raise BadRequest("follow_up: via is ussd and/or sms; window_days 0..90")
+        if any(not re.fullmatch(r"[A-Z0-9_]{1,20}", p) for p in made.packages):
+            raise BadRequest("follow_up: packages are package codes (MAX90, D15)")
+        return made
+
+
+@dataclass(frozen=True, slots=True)
 class Campaign:
     id: str
     name: str
@@ -60,6 +97,7 @@ class Campaign:
     """Variables each CSV row carries (a CSV target's rows are kept beside the campaign)."""
     limits: Limits = field(default_factory=Limits)
     created_at: float = 0.0
+    follow_up: FollowUp = field(default_factory=FollowUp)
 
     @property
     def target_kind(self) -> str:
@@ -85,13 +123,13 @@ class Campaign:
         return cls(
             id=raw["id"], name=raw["name"], texts=dict(raw["texts"]), sender=raw["sender"], filter=wanted,
             csv_columns=tuple(raw.get("csv_columns", ())), limits=Limits(**raw.get("limits", {})),
-            created_at=float(raw.get("created_at", 0.0)),
+            created_at=float(raw.get("created_at", 0.0)), follow_up=FollowUp.from_json(raw.get("follow_up")),
         )
 
 
 def make_campaign(
     name: str, texts: dict[str, str], sender: str, *, filter_text: str | dict[str, Any] | None = None,
-    csv_columns: tuple[str, ...] = (), limits: Limits | None = None,
+    csv_columns: tuple[str, ...] = (), limits: Limits | None = None, follow_up: FollowUp | None = None,
 ) -> Campaign:
     """A checked campaign: every text parses, uses only known variables and fits
     `max_parts` before rendering; the sender is a short code or brandname.
@@ -119,7 +157,7 @@ def make_campaign(
     if not _SENDER.fullmatch(sender):
         raise BadRequest(f"sender {sender[:20]!r} must be a short code (digits) or a brandname of at most 11 characters")
     wanted = parse_filter(filter_text) if filter_text is not None else None
-    return Campaign(campaign_id(name), name, dict(texts), sender, wanted, tuple(csv_columns), limits, time.time())
+    return Campaign(campaign_id(name), name, dict(texts), sender, wanted, tuple(csv_columns), limits, time.time(), follow_up or FollowUp())
 
 
 def parse_filter(spec: str | dict[str, Any]) -> SubscriberFilter:

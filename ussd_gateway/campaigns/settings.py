@@ -27,3 +27,6 @@ class CampaignSettings:
     """Targets handled per step (one Redis round trip per kind of work)."""
     poll_s: float = 1.0
     """How often a gateway process looks for campaigns to run."""
+    attribution_days: float = 7.0
+    """A purchase within this many days of a campaign SMS (the last one a subscriber
+    got) counts as that campaign's conversion, unless the campaign sets its own window."""

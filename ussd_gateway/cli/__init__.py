@@ -1,4 +1,4 @@
-"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, campaign."""
+"""The `ussd-gateway` command: serve, menus check, menus graph, sim, load, feedback, push, campaign."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 from ussd_gateway.app.config import ConfigError
 
+from ussd_gateway.cli.campaigns import add_parser as add_campaign_parser
+from ussd_gateway.cli import push as push_command
 from ussd_gateway.cli.serving import serve
 from ussd_gateway.cli.tools import (
     _replay,
     _sim,
-    campaign,
     feedback_list,
     load,
     menus_announce,
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lang", choices=("vi", "vi_dau", "en"), help="the handset language")
     s.add_argument("--smpp", metavar="HOST:PORT", help="dial through `ussd-gateway smsc`'s control API (e.g. 127.0.0.1:2776) instead of HTTP")
     s.add_argument("--record", metavar="FILE", help="write the session played as a transcript to FILE (see docs/transcripts.md)")
+    s.add_argument("--wait-push", type=float, default=0.0, metavar="SECONDS",
+                   help="with --smpp: dial nothing, wait this long for a USSD push to --msisdn and answer it")
     s.set_defaults(func=_sim)
 
     r = commands.add_parser("replay", help="run session transcripts against a running server (docs/transcripts.md)")
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--enquire-link", type=float, default=30.0, help="seconds between our enquire_link (0: never)")
     m.add_argument("--quiet", action="store_true", help="do not print every PDU")
     m.add_argument("--preset", help="emulate a USSD gateway of smpp/presets/ (3gpp, sixdee, mica, msisdn; default 3gpp)")
+    m.add_argument("--receipts", metavar="STATE", choices=("DELIVRD", "UNDELIV", "EXPIRED", "REJECTD"),
+                   help="answer every SMS that asks for a delivery receipt with one in this state (default: none)")
     m.set_defaults(func=smsc)
 
     ld = commands.add_parser("load", help="drive many simulated subscribers against a running server")
@@ -114,30 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--limit", type=int, default=100)
     fl.set_defaults(func=feedback_list)
 
-    cp = commands.add_parser("campaign", help="care campaigns: create, preview, start, pause, resume, cancel, status, list (docs/campaigns.md)")
-    cs = cp.add_subparsers(dest="campaign_command", required=True)
-    cc = cs.add_parser("create", help="a draft campaign from a CSV of MSISDNs or a subscriber filter")
-    cc.add_argument("name")
-    cc.add_argument("--vi", required=True, help="the text without diacritics, e.g. 'Chao {name}, ban co {points|number} diem'")
-    cc.add_argument("--vi-dau", help="the text with diacritics (default: the vi text)")
-    cc.add_argument("--en", help="the English text (default: the vi text)")
-    cc.add_argument("--sender", help="short code or brandname (default: [campaigns] default_sender)")
-    target = cc.add_mutually_exclusive_group(required=True)
-    target.add_argument("--csv", help="a CSV file: MSISDN first; a header row names per-row variables")
-    target.add_argument("--filter", help="e.g. 'tier=Vang,Kim_cuong points>=10000 arpu=50000-200000 has=MAX90 lacks=D15 kndl=yes'")
-    cc.add_argument("--max-parts", type=int, default=2, help="skip a subscriber whose text needs more SMS than this")
-    cc.add_argument("--max-messages", type=int, default=0, help="stop after this many SMS (0: the whole target)")
-    pv = cs.add_parser("preview", help="targets, SMS parts and sample texts, before starting")
-    pv.add_argument("id")
-    pv.add_argument("--sample", type=int, default=3)
-    for name, text in (("start", "start sending"), ("pause", "stop sending for now"), ("resume", "continue a paused campaign"),
-                       ("cancel", "stop for good"), ("status", "counts: sent, delivered, failed, opted out, capped, held")):
-        cs.add_parser(name, help=text).add_argument("id")
-    cs.add_parser("list", help="every campaign's status")
-    for sub in cs.choices.values():
-        sub.add_argument("--config")
-        sub.add_argument("--redis-url")
-    cp.set_defaults(func=campaign)
+    push_command.add_parser(commands)
+    add_campaign_parser(commands)
     return parser
 
 

@@ -1,5 +1,5 @@
-"""The other commands: menus check/graph/reload/rollback, load, feedback, campaign,
-smsc, sim and replay (most reach the testers' toolkit, imported when run)."""
+"""The other commands: menus check/graph/reload/rollback, load, feedback, smsc, sim
+and replay (campaign: `cli.campaigns`) (most reach the testers' toolkit, imported when run)."""
 
 from __future__ import annotations
 
@@ -199,59 +199,6 @@ def feedback_list(args: argparse.Namespace) -> int:
     return asyncio.run(fetch())
 
 
-# ---- campaign -----------------------------------------------------------------------------
-def campaign(args: argparse.Namespace) -> int:
-    """`campaign create|preview|start|pause|resume|cancel|status|list`, on the Redis the
-    servers share (a running server with SMPP binds sends a started campaign)."""
-    import json
-
-    settings = _settings(args)
-    if not settings.sessions.redis_url:
-        print("campaign: campaigns live in Redis; pass --redis-url or set [sessions] redis_url", file=sys.stderr)
-        return 2
-
-    async def run() -> int:
-        from ussd_gateway.sessions.redis_clients import make_client
-
-        from ussd_gateway.backend import build_backend
-        from ussd_gateway.campaigns.book import CampaignBook, create_from_spec
-        from ussd_gateway.core.errors import BadRequest
-
-        client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
-        b = settings.backend
-        backend = build_backend(b.kind, redis_client=client, demo_data_path=b.demo_data or None, http_url=b.http_url or None,
-                                http_timeout_s=b.http_timeout_ms / 1000, http_token=b.http_token or None)
-        book = CampaignBook(client, backend, settings.campaigns)
-        action = args.campaign_command
-        try:
-            if action == "create":
-                texts = {"vi": args.vi, "vi_dau": args.vi_dau or "", "en": args.en or ""}
-                spec = {"name": args.name, "texts": texts, "sender": args.sender, "limits": {"max_parts": args.max_parts, "max_messages": args.max_messages}}
-                if args.csv:
-                    spec["csv"] = Path(args.csv).read_text(encoding="utf-8-sig")
-                if args.filter is not None:
-                    spec["filter"] = args.filter
-                result = await create_from_spec(book, spec)
-            elif action == "preview":
-                result = await book.preview(args.id, args.sample)
-            elif action in ("start", "pause", "resume", "cancel"):
-                result = {"id": args.id, "status": await book.move(args.id, action)}
-            elif action == "status":
-                result = await book.status(args.id)
-            else:
-                result = [await book.status(campaign_id) for campaign_id in await book.ids()]
-        except (BadRequest, OSError) as error:
-            print(f"campaign {action}: {error}", file=sys.stderr)
-            return 1
-        finally:
-            await backend.close()
-            await client.aclose()
-        print(json.dumps(result, ensure_ascii=False, indent=2))
-        return 0
-
-    return asyncio.run(run())
-
-
 # ---- smsc ---------------------------------------------------------------------------------
 def smsc(args: argparse.Namespace) -> int:
     """Run the SMSC simulator until Ctrl-C/SIGTERM, printing one line per PDU (MSISDNs
@@ -277,6 +224,8 @@ def smsc(args: argparse.Namespace) -> int:
             on_pdu=None if args.quiet else show,
             preset=args.preset,
         )
+        if args.receipts:
+            simulator.auto_receipts = lambda _to: args.receipts
         async with simulator:
             control = f", control API http://127.0.0.1:{simulator.control_port}" if simulator.control_port else ""
             print(f"SMSC simulator on {args.host}:{simulator.port}{control} (system_id {args.system_id})", flush=True)
@@ -292,7 +241,15 @@ def _sim(args: argparse.Namespace) -> int:
     if args.smpp and args.lang:
         print("sim: --lang works over HTTP only; over SMPP choose the language in menu 7", file=sys.stderr)
         return 2
-    return run_sim(url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp, record=args.record)
+    if args.wait_push and args.record:
+        print("sim: --record records dialled sessions; a pushed one has no transcript form", file=sys.stderr)
+        return 2
+    if args.wait_push and not args.smpp:
+        print("sim: --wait-push works over SMPP (--smpp HOST:PORT); the web phone /sim receives pushes over HTTP", file=sys.stderr)
+        return 2
+    return run_sim(
+        url=args.url, msisdn=args.msisdn, code=args.code, lang=args.lang, smpp=args.smpp, record=args.record, wait_push=args.wait_push
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -229,7 +229,13 @@ class _Loader:
             if not spec.get("short_code") or not words:
                 self.problems.add(where, "a keyword needs `short_code` and `words` (`*` matches any other text)")
             keywords.append(Keyword(str(spec.get("short_code", "")), words, call or "", name))
-        return Menu(name=name, start=start or "", screens=screens, source=path.name), keywords, services
+        push = head.get("push", [])
+        if not isinstance(push, list) or not all(isinstance(p, str) for p in push):
+            self.problems.add(path.name, "[menu] push must be a list of screen names (entries a USSD push may begin on)")
+            push = []
+        entries = tuple(self.qualify(name, p, path.name) for p in push)
+        menu = Menu(name=name, start=start or "", screens=screens, source=path.name, push=entries)
+        return menu, keywords, services
 
 
 def _build_machine(menu: Menu, on_invalid: Callable[[Any], None]) -> None:
@@ -373,9 +379,13 @@ def _check_graph(menu_set: MenuSet, problems: _Problems) -> None:
             is_dead = screen.kind != "end" and not screen.targets()
             if is_dead:
                 problems.add(screen.qualified, f"dead end: a {screen.kind} screen with nowhere to go (add options or targets, or make it `end`)")
-    # Reachability: from service entries and home, through every target.
+    # Reachability: from service entries, push entries and home, through every target.
     seen: set[str] = set()
-    frontier = [t for t in [menu_set.home, *menu_set.services.values()] if _exists(menu_set, t)]
+    for entry in menu_set.push_entries:
+        if not _exists(menu_set, entry):
+            problems.add(entry, "push entry is not a defined screen")
+    entries = [menu_set.home, *menu_set.services.values(), *menu_set.push_entries]
+    frontier = [t for t in entries if _exists(menu_set, t)]
     while frontier:
         current = frontier.pop()
         if current in seen:

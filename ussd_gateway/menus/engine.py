@@ -112,6 +112,21 @@ class Engine:
         reply, lang_changed = await self._walk(record, inputs)
         return record, Step(reply, lang_changed)
 
+    async def start_at(
+        self, *, entry: str, session_id: str, msisdn: str, service_code: str, lang: str, variables: Mapping[str, Any], now: float,
+        nonce: str = "",
+    ) -> tuple[SessionRecord, Step]:
+        """A dialogue the network begins (a USSD push): enter the screen `entry`
+        ("menu:screen") with `variables` already set, instead of a service's start.
+        Its later hops walk on from there as any dialogue's do."""
+        self.menus.screen(entry)  # KeyError: no such screen
+        record = SessionRecord(
+            session_id=session_id, msisdn=msisdn, service_code=service_code, menu="", screen="", lang=lang, started=now, updated=now,
+            nonce=nonce, vars=dict(variables),
+        )
+        await self._arrive(record, entry, push=False, action_no=[0])
+        return record, Step(self.render(record))
+
     async def advance(self, record: SessionRecord, inputs: tuple[str, ...]) -> Step:
         """One hop of an existing dialogue (usually one input; a shortcut chain walks on)."""
         reply, lang_changed = await self._walk(record, inputs)

@@ -112,7 +112,7 @@ def paging_screens(menus: MenuSet, budget: ScreenBudget | None = None, demo_data
     engine = rendering_engine(menus, budget or ScreenBudget())
     # A service's first screen and the main menu are shown with an empty back stack,
     # so without the "0 back / 00 home" footer.
-    bare = {menus.home, *menus.services.values()}
+    bare = {menus.home, *menus.services.values(), *menus.push_entries}
     found: dict[str, dict[str, int]] = {}
     for lang, variables, screen in shown_screens(menus, demo_data):
         footer = screen.kind != "end" and screen.qualified not in bare
@@ -141,6 +141,10 @@ def build_graph(
     for code, target in sorted(menus.services.items()):
         graph.entries.append(Node(node_id(code), "entry", code))
         graph.edges.append(Edge(node_id(code), node_id(target), "", "service", cross=True))
+    for target in menus.push_entries:  # screens a USSD push begins on (no code dials them)
+        push_id = "entry_push_" + node_id(target)
+        graph.entries.append(Node(push_id, "entry", "USSD push"))
+        graph.edges.append(Edge(push_id, node_id(target), "", "service", cross=True))
     for menu in menus.menus.values():
         nodes: list[Node] = []
         for screen in menu.screens.values():

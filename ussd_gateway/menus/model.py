@@ -116,6 +116,8 @@ class Menu:
     machine: Machine | None = None
     triggers: dict[str, frozenset[str]] = field(default_factory=dict)
     """Per screen, the triggers valid there (checked before firing)."""
+    push: tuple[str, ...] = ()
+    """Qualified screens a USSD push may begin a dialogue on (`[menu] push = [...]`)."""
 
 
 @dataclass(slots=True)
@@ -143,3 +145,8 @@ class MenuSet:
     def screen(self, qualified: str) -> Screen:
         menu, _, name = qualified.partition(":")
         return self.menus[menu].screens[name]
+
+    @property
+    def push_entries(self) -> list[str]:
+        """Every screen a USSD push may begin on, "menu:screen"."""
+        return [entry for menu in self.menus.values() for entry in menu.push]

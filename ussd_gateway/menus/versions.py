@@ -124,6 +124,13 @@ class VersionedEngine:
         record.menu_version = version
         return record, step
 
+    async def start_at(self, **kwargs: Any) -> tuple[SessionRecord, Step]:
+        """A pushed dialogue, on the current version (`Engine.start_at`)."""
+        engine, version = self.current, self.version
+        record, step = await engine.start_at(**kwargs)
+        record.menu_version = version
+        return record, step
+
     async def advance(self, record: SessionRecord, inputs: tuple[str, ...]) -> Step:
         return await self.for_record(record).advance(record, inputs)
 

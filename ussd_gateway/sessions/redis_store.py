@@ -314,11 +314,12 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise DependencyDown(f"session store: {exc.__class__.__name__}: {exc}") from exc
 
-    async def _call(self, *command: Any) -> Any:
-        """Any other command, with the same deadline and error mapping."""
+    async def _call(self, *command: Any, **options: Any) -> Any:
+        """Any other command, with the same deadline and error mapping (`options` go to
+        redis-py's reply parser, e.g. `get=True` for `SET ... GET`)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await self._client.execute_command(*command)
+                return await self._client.execute_command(*command, **options)
         except RedisError as exc:
             raise DependencyDown(f"session store: {exc}") from exc
         except TimeoutError as exc:
@@ -473,7 +474,9 @@ class RedisStore:
         return bool(await self._call("SET", f"{self._prefix}:once:{key}", "1", "NX", "EX", ttl_s))
 
     async def swap(self, key: str, value: str, ttl_s: float) -> str | None:
-        held = await self._call("SET", f"{self._prefix}:swap:{key}", value, "PX", max(1, int(ttl_s * 1000)), "GET")
+        # `get=True`: without it redis-py reads SET's reply as OK/not OK, a bool, and the
+        # value held is lost.
+        held = await self._call("SET", f"{self._prefix}:swap:{key}", value, "PX", max(1, int(ttl_s * 1000)), "GET", get=True)
         return held.decode() if held is not None else None
 
     async def ping(self) -> bool:

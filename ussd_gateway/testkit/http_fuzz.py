@@ -29,6 +29,8 @@ ENDPOINTS: tuple[tuple[str, str], ...] = (
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/sim"),
+    ("POST", "/admin/ussd/push"),
+    ("GET", "/admin/ussd/push"),
 )
 
 

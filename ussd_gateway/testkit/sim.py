@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -62,6 +64,7 @@ def run_sim(
     out: TextIO = sys.stdout,
     smpp: str | None = None,
     record: str | None = None,
+    wait_push: float = 0.0,
 ) -> int:
     recorder = None
     if record:
@@ -69,6 +72,8 @@ def run_sim(
 
         recorder = SessionRecorder(msisdn=msisdn, code=code, language=lang)
     try:
+        if smpp and wait_push:
+            return _wait_push_over_smpp(smpp, msisdn=msisdn, wait_s=wait_push, read=read, out=out, recorder=recorder)
         if smpp:
             return _run_over_smpp(smpp, msisdn=msisdn, code=code, read=read, out=out, recorder=recorder)
         return _run_over_http(url, msisdn=msisdn, code=code, lang=lang, read=read, out=out, recorder=recorder)
@@ -154,3 +159,52 @@ def _run_over_smpp(control: str, *, msisdn: str, code: str, read: Callable[[str]
     except SimError as error:
         print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
         return 1
+
+
+def _wait_push_over_smpp(control: str, *, msisdn: str, wait_s: float, read: Callable[[str], str], out: TextIO, recorder: Any = None) -> int:
+    """Wait (up to `wait_s` seconds) for a USSD push to `msisdn` through a running
+    `ussd-gateway smsc`, show it as the phone would, and answer it like any dialogue.
+    A notify-only push is acknowledged (USSN confirm) once shown."""
+    base = control if control.startswith("http") else f"http://{control}"
+    print(f"(waiting up to {wait_s:g} s for a USSD push to {msisdn})", file=out, flush=True)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                print("sim: no push arrived", file=sys.stderr)
+                return 1
+            query = urllib.parse.urlencode({"msisdn": msisdn, "timeout": f"{min(left, 30):.1f}"})
+            pushed = get_json(f"{base}/ussd/push?{query}", timeout=min(left, 30) + 5)
+            if pushed is not None:
+                break
+        dialogue = pushed["dialogue_id"]
+
+        def answer(text: str) -> tuple[str, bool]:
+            screen = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")["screen"]
+            return screen["text"], screen["end"]
+
+        def hang_up() -> None:
+            post_json(base, {}, path=f"/ussd/{dialogue}/abort")
+
+        first = pushed["screen"]
+        status = _converse((first["text"], first["end"]), answer, hang_up, read=read, out=out, recorder=recorder)
+        if first["end"]:
+            post_json(base, {}, path=f"/ussd/{dialogue}/confirm")
+        return status
+    except SimError as error:
+        print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
+        return 1
+
+
+def get_json(url: str, timeout: float) -> dict[str, Any] | None:
+    """GET a JSON answer; None on 504 (nothing came in time)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code == 504:
+            return None
+        raise SimError(f"refused ({error.code}): {error.read().decode(errors='replace').strip()}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise SimError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None

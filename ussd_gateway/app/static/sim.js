@@ -6,6 +6,7 @@
 (function () {
   const HOP_TIMEOUT_MS = 10000;
   const POLL_MS = 4000;
+  const PUSH_POLL_MS = 1500;
   const $ = (id) => document.getElementById(id);
 
   // ---- state ---------------------------------------------------------------------------
@@ -319,6 +320,35 @@
     }
   }
 
+  // ---- USSD push ------------------------------------------------------------------------
+  // A dialogue the network begins (POST /admin/ussd/push with "bind": "web"): the phone
+  // takes the push waiting for its subscriber and shows it like any screen; the answers
+  // go to /ussd under the push's session id, so they walk the menus from that screen.
+  let pushPolling = false;
+  async function pollPush() {
+    const msisdn = currentMsisdn();
+    if (pushPolling || inFlight || (session && session.open) || !msisdn || document.hidden) return;
+    pushPolling = true;
+    try {
+      const result = await exchange("GET", "admin/ussd/push?msisdn=" + encodeURIComponent(msisdn));
+      if (!result.ok || !result.data || !result.data.push) return;
+      const push = result.data.push;
+      if (msisdnKey(push.msisdn) !== msisdnKey(currentMsisdn()) || inFlight || (session && session.open)) return;
+      const text = typeof push.text === "string" ? push.text : "";
+      const end = push.end === true;
+      session = {
+        id: String(push.session_id), msisdn, code: String(push.service_code), language: currentLanguage(), seq: 0,
+        open: !end, lastBody: null,
+      };
+      showSession();
+      trace({ kind: "push", what: "USSD push", meta: `session ${session.id} · ${msisdn}`, ok: true, status: result.status,
+              ms: result.ms, response: (end ? "END " : "CON ") + text });
+      dialog(end ? "end" : "continue", text);
+    } finally {
+      pushPolling = false;
+    }
+  }
+
   // ---- views ---------------------------------------------------------------------------
   function show(view) {
     const phone = view === "phone";
@@ -392,6 +422,7 @@
     renderInbox();
     refreshOutbound(false);
     setInterval(() => { if (!document.hidden) refreshOutbound(false); }, POLL_MS);
+    setInterval(pollPush, PUSH_POLL_MS);
     document.body.dataset.ready = "true";
     $("dial-code").focus();
   }

@@ -16,7 +16,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -45,6 +45,8 @@ MO_DEDUPE_S = 120
 reference) is answered once when it comes again, same name and content, within this."""
 DRAIN_BATCH = 20
 DRAIN_IDLE_S = 0.2
+PERSIST_RETRY_S = (0.1, 0.5, 2.0)
+"""Pauses between the attempts to record a sent SMS (its state, its ack) in Redis."""
 RECEIPT_TEXT = re.compile(r"\bid:(\S+).*?\bstat:(\w+)(?:.*?\berr:(\w+))?", re.IGNORECASE | re.DOTALL)
 """The receipt text SMSCs put in short_message (SMPP 3.4 appendix B)."""
 
@@ -112,6 +114,7 @@ class SmppChannel:
         self.ledger = getattr(gateway, "ledger", None)
         """Tracked SMS (campaigns, /sms/send): told when each is submitted and receipted."""
         self._buckets = {bind.name: TokenBucket(bind.max_tps) for bind in self.binds if bind.max_tps > 0}
+        self._next_link = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -393,12 +396,14 @@ class SmppChannel:
 
     # ---- outbound SMS -------------------------------------------------------------------
     def _link_for(self, sender: str) -> SmppLink | None:
-        """A bind that is up, preferring one that carries the sender short code."""
+        """A bind that is up, preferring those that carry the sender short code, taken
+        in turn: several binds share the outbound SMS (and each its own `max_tps`)."""
         up = [(b, self.links[b.name]) for b in self.binds if self.links[b.name].up]
-        for bind, link in up:
-            if sender in bind.short_codes:
-                return link
-        return up[0][1] if up else None
+        carrying = [link for bind, link in up if sender in bind.short_codes] or [link for _b, link in up]
+        if not carrying:
+            return None
+        self._next_link += 1
+        return carrying[self._next_link % len(carrying)]
 
     async def _drain(self) -> None:
         """Send the durable outbound queue through the binds; what cannot be sent now
@@ -425,7 +430,7 @@ class SmppChannel:
         sms: OutboundSms = item.sms
         if sms.sms_id and self.ledger is not None and not self.ledger.admit(sms):
             await self.ledger.held(sms)  # its campaign's quiet hours began: sent in the morning
-            await store.ack_sms(item)
+            await self._persist("sms_ack_lost", sms, lambda: store.ack_sms(item))
             return True
         link = self._link_for(sms.sender)
         if link is None:
@@ -467,11 +472,25 @@ class SmppChannel:
             # (at least once), unlike a USSD screen.
             await store.requeue_sms(item)
             return False
-        await store.ack_sms(item)
         self.metrics.mt_sms.labels(bind.name).inc()
+        # The SMS went. Its state is recorded before the ack, and both ride out a Redis
+        # that is slow for a moment: a sent SMS left `queued` keeps its campaign from
+        # ever being done, and one left in flight is sent again after a restart.
         if sms.sms_id and self.ledger is not None:
-            try:
-                await self.ledger.submitted(sms, outcome.message_id, outcome.status)
-            except Exception as exc:  # the SMS went; only its tracking is lost
-                self.log.warning("sms_tracking_lost", sms_id=sms.sms_id, error=f"{type(exc).__name__}: {exc}")
+            ledger = self.ledger
+            await self._persist("sms_tracking_lost", sms, lambda: ledger.submitted(sms, outcome.message_id, outcome.status))
+        await self._persist("sms_ack_lost", sms, lambda: store.ack_sms(item))
         return True
+
+    async def _persist(self, event: str, sms: OutboundSms, write: Callable[[], Awaitable[None]]) -> None:
+        """Run an idempotent Redis write about a sent SMS, retried over `PERSIST_RETRY_S`;
+        the last failure is logged as `event` (the SMS itself went)."""
+        for pause in (*PERSIST_RETRY_S, None):
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if pause is None:
+                    self.log.warning(event, sms_id=sms.sms_id, to=mask_msisdn(sms.to), error=f"{type(exc).__name__}: {exc}")
+                    return
+            await asyncio.sleep(pause)

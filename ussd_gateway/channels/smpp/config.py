@@ -49,6 +49,13 @@ class UssdDialect:
     dialogue, whatever its op."""
     op_reply_continue: int = 2
     op_reply_end: int = 17
+    op_push_request: int = 2
+    """Our `submit_sm` of a USSD push that waits for the subscriber's answer (USSR)."""
+    op_push_notify: int = 3
+    """Our `submit_sm` of a notify-only push (USSN): the dialogue ends with it."""
+    op_push_confirm: tuple[int, ...] = (19,)
+    """A handset's acknowledgement of a notify-only push (USSN confirm): it releases
+    the dialogue, no screen follows."""
     session_id_from: SessionIdFrom = "its_session_info"
     """Where the dialogue id comes from; `msisdn` for gateways that send none (one
     dialogue per subscriber at a time)."""

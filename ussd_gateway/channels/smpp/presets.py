@@ -74,7 +74,7 @@ def dialect(raw: Mapping[str, Any], where: str) -> UssdDialect:
     unknown = set(values) - known
     if unknown:
         raise BindConfigError(f"{where}: unknown [ussd] key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-    for key in ("op_begin", "op_continue", "op_abort"):
+    for key in ("op_begin", "op_continue", "op_abort", "op_push_confirm"):
         if key in values:
             values[key] = _ints(where, key, values[key])
     if "screen_data_coding" in values:

@@ -21,7 +21,7 @@ from ussd_gateway.channels.smpp.config import BindSettings, UssdDialect
 from ussd_gateway.channels.smpp.dcs import mt_data_coding
 from ussd_gateway.channels.smpp.encoding import encode_text
 
-__all__ = ["dialled_code", "hop_id", "op_kind", "resend_fingerprint", "screen_submit", "session_id"]
+__all__ = ["dialled_code", "hop_id", "op_kind", "push_address", "push_submit", "resend_fingerprint", "screen_submit", "session_id"]
 
 
 def op_kind(dialect: UssdDialect, op: int, its: Any) -> HopKind | None:
@@ -31,7 +31,7 @@ def op_kind(dialect: UssdDialect, op: int, its: Any) -> HopKind | None:
         return HopKind.ABORT
     if op in dialect.op_begin:
         return HopKind.BEGIN
-    if op in dialect.op_abort:
+    if op in dialect.op_abort or op in dialect.op_push_confirm:
         return HopKind.ABORT
     if op in dialect.op_continue or dialect.op_other == "continue":
         return HopKind.CONTINUE
@@ -125,4 +125,51 @@ def screen_submit(bind: BindSettings, fields: dict[str, Any], reply: Reply) -> d
         submit["its_session_info"] = (its | dialect.end_bit) if reply.end else (its & ~dialect.end_bit)
     if fields.get("user_message_reference") is not None:
         submit["user_message_reference"] = fields["user_message_reference"]
+    return submit
+
+
+def push_address(bind: BindSettings, msisdn: str, number: int) -> tuple[str, dict[str, Any]]:
+    """(session id, naming fields) of a dialogue we begin (a push) as dialogue `number`:
+    the fields its `submit_sm` carries so that the subscriber's answer comes back under
+    that session id (`session_id` of the answer's `deliver_sm`).
+
+    Raises:
+        BadRequest: the dialect names dialogues by something we cannot choose
+            (`receipted_message_id`).
+    """
+    dialect = bind.ussd
+    source = dialect.session_id_from
+    fields: dict[str, Any] = {}
+    if source == "its_session_info":
+        mask = dialect.session_mask & 0xFFFF
+        shift = (mask & -mask).bit_length() - 1
+        its = ((number % (mask >> shift)) + 1) << shift  # in the mask's bits, never 0, end bit clear
+        fields["its_session_info"] = its
+    elif source == "user_message_reference":
+        fields["user_message_reference"] = number % 0xFFFF + 1
+    elif source == "receipted_message_id":
+        raise BadRequest(f"bind {bind.name!r} names dialogues by receipted_message_id: a push cannot choose one")
+    return session_id(bind, fields, msisdn), fields
+
+
+def push_submit(bind: BindSettings, msisdn: str, source: str, naming: dict[str, Any], text: str, *, notify: bool) -> dict[str, Any]:
+    """The `submit_sm` that begins a pushed dialogue: USSR (answer expected) or USSN
+    (notify only, the end bit set), in the bind's dialect."""
+    dialect = bind.ussd
+    data_coding, short_message = encode_text(text, packed=bind.gsm7_packed)
+    submit: dict[str, Any] = {
+        "service_type": dialect.service_type,
+        "source_addr_ton": 0,
+        "source_addr_npi": 1,
+        "source_addr": source,
+        "dest_addr_ton": 1,
+        "dest_addr_npi": 1,
+        "destination_addr": msisdn,
+        "data_coding": mt_data_coding(data_coding, dialect.screen_data_coding),
+        "short_message": short_message,
+        "ussd_service_op": dialect.op_push_notify if notify else dialect.op_push_request,
+        **naming,
+    }
+    if notify and "its_session_info" in submit:
+        submit["its_session_info"] |= dialect.end_bit
     return submit

@@ -126,6 +126,35 @@ def control_app(sim: SmscSimulator) -> web.Application:
             return _bad(str(error), 409)
         return web.json_response({"dialogue_id": dialogue.id, "aborted": True})
 
+    async def ussd_push(request: web.Request) -> web.Response:
+        """Take the next push (a dialogue the gateway began) to `msisdn`, waiting up to
+        `timeout` seconds: its id and first screen, or 504 when none comes."""
+        from ussd_gateway.testkit.smsc.push import next_push
+
+        msisdn = request.query.get("msisdn") or None
+        try:
+            timeout = float(request.query.get("timeout", "5"))
+        except ValueError:
+            return _bad("'timeout' must be a number of seconds")
+        if not 0 < timeout <= 60:
+            return _bad("'timeout' must be in (0, 60] seconds")
+        try:
+            dialogue = await next_push(sim, msisdn, timeout)
+        except TimeoutError:
+            return web.json_response({"error": "no push from the gateway in time"}, status=504)
+        return await screen_response(dialogue, 1.0)
+
+    async def ussd_confirm(request: web.Request) -> web.Response:
+        """The handset acknowledges a notify-only push (USSN confirm)."""
+        from ussd_gateway.testkit.smsc.push import confirm_notify
+
+        dialogue = dialogue_of(request)
+        try:
+            await confirm_notify(dialogue)
+        except SmscError as error:
+            return _bad(str(error), 409)
+        return web.json_response({"dialogue_id": dialogue.id, "confirmed": True})
+
     async def mo(request: web.Request) -> web.Response:
         body = await _json_body(request)
         msisdn, short_code, text = _field(body, "msisdn", str), _field(body, "short_code", str), _field(body, "text", str)
@@ -232,6 +261,8 @@ def control_app(sim: SmscSimulator) -> web.Application:
     app.router.add_post("/ussd/start", ussd_start)
     app.router.add_post("/ussd/{id}/answer", ussd_answer)
     app.router.add_post("/ussd/{id}/abort", ussd_abort)
+    app.router.add_get("/ussd/push", ussd_push)
+    app.router.add_post("/ussd/{id}/confirm", ussd_confirm)
     app.router.add_post("/mo", mo)
     app.router.add_post("/receipt", receipt)
     app.router.add_get("/mt", mt)

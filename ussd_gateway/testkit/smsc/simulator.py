@@ -27,6 +27,7 @@ from ussd_gateway.channels.smpp.config import UssdDialect
 from ussd_gateway.channels.smpp.dcs import decode_ussd
 from ussd_gateway.channels.smpp.encoding import Concat, decode_sms, decode_text, encode_text, parse_udh
 from ussd_gateway.channels.smpp.pdu import Pdu
+from ussd_gateway.testkit.smsc import push
 from ussd_gateway.testkit.smsc.control import control_app
 from ussd_gateway.testkit.smsc.records import (
     LoggedPdu,
@@ -143,6 +144,9 @@ class SmscSimulator(SmppServer):
         self.dialogues: dict[int, UssdDialogue] = {}
         self.orphan_screens: list[UssdScreen] = []
         """USSD `submit_sm`s that matched no dialogue of ours."""
+        self.pushes: list[UssdDialogue] = []
+        """Dialogues the gateway began (USSD push, `testkit.smsc.push`), not yet taken."""
+        self._dialled: dict[tuple[str, int], None] = {}
 
         self._runner: web.AppRunner | None = None
         self._dialogue_ids = itertools.count(1)
@@ -236,6 +240,10 @@ class SmscSimulator(SmppServer):
         await self._send_ussd(dialogue, self.dialect.op_begin[0], code)
         return dialogue
 
+    async def next_push(self, msisdn: str | None = None, timeout: float = 5.0) -> UssdDialogue:
+        """The next dialogue the gateway began on a phone (`testkit.smsc.push`)."""
+        return await push.next_push(self, msisdn, timeout)
+
     async def _send_ussd(self, dialogue: UssdDialogue, op: int, text: str, *, end: bool = False) -> int:
         dialect = self.dialect
         begin = op in dialect.op_begin
@@ -263,6 +271,10 @@ class SmscSimulator(SmppServer):
         elif self.dialect.session_id_from == "receipted_message_id":
             fields["receipted_message_id"] = str(dialogue.number)
         return await self._send_deliver(fields)
+
+    async def _send_deliver(self, fields: dict[str, Any]) -> int:
+        push.note_deliver(self, fields)
+        return await super()._send_deliver(fields)
 
     async def send_deliver(self, fields: dict[str, Any]) -> int:
         """Send a `deliver_sm` with exactly these fields (any TLV the codec knows), as a
@@ -376,11 +388,11 @@ class SmscSimulator(SmppServer):
         payload = fields.get("message_payload") or fields.get("short_message", b"")
         session = fields.get("its_session_info")
         end_bit = self.dialect.end_bit
-        end = fields.get("ussd_service_op") == self.dialect.op_reply_end or bool(
+        end = fields.get("ussd_service_op") in (self.dialect.op_reply_end, self.dialect.op_push_notify) or bool(
             session is not None and int(session) & end_bit
         )
         screen = UssdScreen(self._screen_text(int(fields.get("data_coding", 0)), payload), end, pdu)
-        dialogue = self._find_dialogue(str(fields.get("destination_addr", "")), fields)
+        dialogue = push.on_screen(self, UssdDialogue, self._find_dialogue(str(fields.get("destination_addr", "")), fields), fields, end)
         if dialogue is None:
             append_bounded(self.orphan_screens, screen, self.pdu_log_limit)
             logger.warning("USSD submit_sm seq %d matches no open dialogue", pdu.sequence)
