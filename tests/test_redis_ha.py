@@ -57,7 +57,7 @@ def sentinels() -> Iterator[LocalSentinels]:
 async def ha(request: pytest.FixtureRequest) -> AsyncIterator[LocalCluster | LocalSentinels]:
     """Each test once on the cluster and once behind the Sentinels, emptied first."""
     servers = request.getfixturevalue("cluster" if request.param == "cluster" else "sentinels")
-    client = make_client(servers.url)
+    client = make_client(servers.url, socket_timeout=10, socket_connect_timeout=10)
     try:
         await client.flushall()
     finally:
