@@ -46,8 +46,7 @@ if over > 0 then redis.call('LTRIM', KEYS[1], over, -1) else over = 0 end
 return {queued, over}
 """
 
-# KEYS: a subscriber's outbox. ARGV: the payloads now queued. Takes each out once.
-_TAKE_OUT = """
+_TAKE_OUT = """  -- KEYS: an outbox. ARGV: the payloads now queued: each taken out once.
 local n = 0
 for i = 1, #ARGV do n = n + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
 return n
@@ -412,8 +411,7 @@ class RedisStore:
 
     async def sweep_outboxes(self, limit: int = 10_000) -> int:
         """Move the outboxes a process left behind (it died between a debit and the
-        move): found by SCAN (on every master of a cluster), at most `limit` keys
-        looked at. Returns SMS moved."""
+        move): SCAN on every master, at most `limit` keys. Returns SMS moved."""
         moved = 0
         seen = 0
         try:
@@ -486,9 +484,8 @@ class RedisStore:
             return False
 
     async def prepare(self) -> None:
-        """Before serving, on a cluster: read the slot map (set up lazily by the first
-        burst of hops and the sweep, redis-py 8.1 closed some of their connections).
-        Unreachable: read on first use instead."""
+        """Before serving, on a cluster: read the slot map (read lazily under the first
+        hops, redis-py 8.1 closed some of their connections). Else: on first use."""
         if not is_cluster(self._client):
             return
         try:
