@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from ussd_gateway.campaigns.settings import CampaignSettings
 from ussd_gateway.services.settings import ServiceSettings
+from ussd_gateway.sessions.redis_clients import parse_redis_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,11 @@ class LimitSettings:
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     redis_url: str = ""
-    """Empty: sessions in memory (one process). `redis://`, `rediss://`, `unix://`."""
+    """Empty: sessions in memory (one process). `redis://`, `rediss://`, `unix://`,
+    `redis+sentinel://[:pw@]host:port,host:port/master`, `redis+cluster://host:port,…`
+    (`sessions/redis_clients.py`, docs/redis-ha.md)."""
+    cluster: bool = False
+    """A `redis://host:port` URL names a node of a Redis Cluster (as `redis+cluster://`)."""
     ttl_s: int = 300
     """A dialogue is kept this long after its last hop (at least `resume_window_s`)."""
     resume_window_s: int = 120
@@ -86,6 +91,12 @@ class SessionSettings:
     """A begin is answered from the saved reply only this soon after it (a gateway's
     retry); later, the same session id begins a new dialogue (ids are recycled)."""
     redis_timeout_ms: int = 300
+    money_wait_replicas: int = 0
+    """After each money write of the demo backend, `WAIT` for this many replicas to hold
+    it before the success screen (0: off). Fewer in time: the screen still says success
+    (the debit is on the master) and `money_write_unreplicated` is logged."""
+    money_wait_timeout_ms: int = 200
+    """How long that `WAIT` may take (it counts against the hop's deadline)."""
     outbox_sweep_s: float = 30.0
     """How often a worker moves SMS outboxes left behind by a process that died between
     a debit and queueing its SMS (Redis only; 0: never). The SMS then leaves at most this
@@ -339,6 +350,13 @@ def validate(settings: Settings) -> None:
     s = settings.sessions
     if s.ttl_s < s.resume_window_s:
         raise ConfigError(f"[sessions] ttl_s ({s.ttl_s}) must be at least resume_window_s ({s.resume_window_s})")
+    if s.redis_url:
+        try:
+            parse_redis_url(s.redis_url, cluster=s.cluster)
+        except ValueError as exc:
+            raise ConfigError(f"[sessions] {exc}") from None
+    if s.money_wait_replicas < 0 or s.money_wait_timeout_ms <= 0:
+        raise ConfigError("[sessions] money_wait_replicas must be 0 or more and money_wait_timeout_ms positive")
     if settings.backend.kind not in ("demo", "http"):
         raise ConfigError(f"[backend] kind must be 'demo' or 'http', got {settings.backend.kind!r}")
     if settings.backend.kind == "http" and not settings.backend.http_url:

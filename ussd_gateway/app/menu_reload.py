@@ -43,6 +43,8 @@ from ussd_gateway.services.keywords import KeywordRouter
 CHANNEL = "ussd:menus"
 """The Redis pub/sub channel reloads and rollbacks are announced on."""
 RESUBSCRIBE_S = 1.0
+CLOSE_S = 1.0
+"""How long closing the channel's connection may take."""
 
 
 class MenusRefused(Exception):
@@ -169,13 +171,17 @@ class MenuReloader:
             pass  # logged by reload; the old version serves on
 
     async def listen(self, redis_url: str) -> None:
-        """Follow the channel until cancelled, resubscribing after Redis drops."""
-        import redis.asyncio as aioredis
+        """Follow the channel until cancelled, resubscribing after Redis drops (or, behind
+        Sentinels, after a failover: the next client asks them for the new master)."""
+        from ussd_gateway.sessions.redis_clients import is_cluster, make_client
 
         while True:
-            client = aioredis.Redis.from_url(redis_url)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            client = make_client(redis_url, cluster=self.gateway.settings.sessions.cluster)
+            pubsub = None
             try:
+                if is_cluster(client):
+                    await client.initialize()  # a cluster's pub/sub needs the slot map first
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(CHANNEL)
                 self.listening.set()
                 while True:
@@ -189,10 +195,11 @@ class MenuReloader:
                 self.log.warning("menus_channel_lost", error=str(exc) or exc.__class__.__name__)
                 await asyncio.sleep(RESUBSCRIBE_S)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                # Bounded: a close must never hold the server's stop (redis-py has
+                # waited forever on a socket whose read was cancelled).
+                for closing in ((pubsub.aclose(),) if pubsub is not None else ()) + (client.aclose(),):
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(closing, CLOSE_S)
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: follow the channel while serving (Redis only)."""
@@ -201,7 +208,9 @@ class MenuReloader:
         yield
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            _done, stuck = await asyncio.wait([task], timeout=2 * CLOSE_S)
+            if stuck:  # caught inside redis-py's cancellation: let the stop go on
+                self.log.warning("menus_listener_not_stopped")
 
 
 MENU_RELOADER = web.AppKey("menu_reloader", MenuReloader)

@@ -225,6 +225,9 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         channel = None
+        prepare = getattr(app[GATEWAY].store, "prepare", None)  # the Redis store
+        if prepare is not None:
+            await prepare()
         sweeper = start_outbox_sweeper(app[GATEWAY].store, settings.sessions.outbox_sweep_s)
         campaigns = start_campaigns(app[GATEWAY])
         funnel = app[GATEWAY].dispatcher.funnel

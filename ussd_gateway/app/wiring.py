@@ -115,7 +115,8 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
     dropped = metrics.sms_dropped.inc
     if s.redis_url:
         store = RedisStore.from_url(
-            s.redis_url, socket_timeout_s=s.redis_timeout_ms / 1000, lock_ttl_ms=s.lock_ttl_ms, on_sms_dropped=dropped
+            s.redis_url, socket_timeout_s=s.redis_timeout_ms / 1000, cluster=s.cluster, lock_ttl_ms=s.lock_ttl_ms,
+            on_sms_dropped=dropped,
         )
         redis_client = store.client
     else:
@@ -130,6 +131,7 @@ def build_gateway(settings: Settings, *, metrics: Metrics | None = None) -> Gate
         http_token=b.http_token or None,
         outbox=store if isinstance(store, RedisStore) else None,
         redis_timeout_s=s.redis_timeout_ms / 1000,
+        money_wait=(s.money_wait_replicas, s.money_wait_timeout_ms),
     )
     if redis_client is not None:  # campaigns count the purchases that follow their SMS
         backend = PurchaseTap(backend)  # type: ignore[assignment]

@@ -67,13 +67,15 @@ def build_backend(
     http_token: str | None = None,
     outbox: OutboxSink | None = None,
     redis_timeout_s: float = 0.3,
+    money_wait: tuple[int, int] = (0, 0),
 ) -> SubscriberBackend:
     """The backend configuration asks for.
 
     `kind`: `memory` (demo, this process only), `redis` (demo, state in `redis_client`,
     shared by every process), `demo` (`redis` when a client is given, else `memory`), or
     `http` (the billing API at `http_url`). The caller keeps ownership of
-    `redis_client`; `close()` the backend either way.
+    `redis_client`; `close()` the backend either way. `money_wait`: (replicas, timeout
+    ms) each money write waits for (`WAIT`; replicas 0: none).
 
     Raises:
         ValueError: an unknown kind, or a kind whose required argument is missing.
@@ -89,4 +91,4 @@ def build_backend(
         raise ValueError("backend kind 'redis' needs a Redis client (redis_client)")
     if kind == "memory" or redis_client is None:
         return DemoBackend.in_memory(data)
-    return DemoBackend.on_redis(redis_client, data, outbox=outbox, timeout_s=redis_timeout_s)
+    return DemoBackend.on_redis(redis_client, data, outbox=outbox, timeout_s=redis_timeout_s, money_wait=money_wait)

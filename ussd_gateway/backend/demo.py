@@ -87,6 +87,7 @@ class DemoBackend(SelfcareDemo):
         *,
         outbox: OutboxSink | None = None,
         timeout_s: float = 0.3,
+        money_wait: tuple[int, int] = (0, 0),
     ) -> "DemoBackend":
         """State lives in Redis, shared by every gateway process. Given a URL, the
         backend owns its client and closes it in `close()`; given a client, the caller
@@ -96,7 +97,8 @@ class DemoBackend(SelfcareDemo):
         client = redis_client(client_or_url) if isinstance(client_or_url, str) else client_or_url
         crowd = Population()
         storage = RedisStorage(
-            client, lambda msisdn: _first_contact(data, crowd, msisdn), prefix, owned=owned, timeout_s=timeout_s, outbox=outbox
+            client, lambda msisdn: _first_contact(data, crowd, msisdn), prefix, owned=owned, timeout_s=timeout_s, outbox=outbox,
+            money_wait=money_wait,
         )
         return cls(data, storage, crowd)
 

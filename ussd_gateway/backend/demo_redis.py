@@ -26,7 +26,9 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ussd_gateway.core.errors import DependencyDown
 from ussd_gateway.core.fence import HOP_LOCK
+from ussd_gateway.core.msisdn import mask_msisdn
 from ussd_gateway.sessions.hop_scripts import LOCK_FENCE_LUA, SESSION_KEY
+from ussd_gateway.sessions.redis_clients import NodeClients, make_client
 from ussd_gateway.sessions.redis_store import sms_payload, subscriber_key
 from ussd_gateway.sessions.store import OutboundSms
 
@@ -138,8 +140,11 @@ class RedisStorage:
         owned: bool,
         timeout_s: float = 0.3,
         outbox: OutboxSink | None = None,
+        money_wait: tuple[int, int] = (0, 0),
     ) -> None:
         self._client = client
+        self._wait_replicas, self._wait_timeout_ms = money_wait
+        self._nodes = NodeClients(client)
         self._new_account = new_account
         self._prefix = prefix
         self._owned = owned
@@ -252,12 +257,46 @@ class RedisStorage:
         )
 
     async def _script(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        if self._wait_replicas:
+            return await self._script_replicated(keys, args)
         try:
             return await self._run("EVALSHA", _CHANGE_SHA, len(keys), *keys, *args)
         except DependencyDown as exc:
             if not isinstance(exc.__cause__, NoScriptError):
                 raise
             return await self._run("EVAL", _CHANGE, len(keys), *keys, *args)
+
+    async def _script_replicated(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """The script, then `WAIT replicas timeout` on the same connection (WAIT counts
+        the replicas holding that connection's writes; on a cluster, the connection to
+        the master of the subscriber's slot). Asynchronous replication would otherwise
+        let a failover promote a replica that never saw an acknowledged debit.
+
+        Fewer replicas in time: the write stands on the master (it was not undone, its
+        SMS is in the outbox), so the caller's success screen is the truth as far as
+        anyone can know; what is uncertain is only whether a failover in the next
+        moment keeps it. That is logged (`money_write_unreplicated`), not hidden behind
+        a busy screen, which would invite the subscriber to buy a second time."""
+        client = self._nodes.for_key(keys[0])
+        with _redis_errors():
+            try:
+                async with asyncio.timeout(self._timeout_s + self._wait_timeout_ms / 1000):
+                    for command, script in (("EVALSHA", _CHANGE_SHA), ("EVAL", _CHANGE)):
+                        pipe = client.pipeline(transaction=False)
+                        pipe.execute_command(command, script, len(keys), *keys, *args)
+                        pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+                        outcome, acked = await pipe.execute(raise_on_error=False)
+                        if isinstance(outcome, NoScriptError):
+                            continue
+                        if isinstance(outcome, Exception):
+                            raise outcome
+                        break
+            except TimeoutError as exc:
+                raise DependencyDown(f"subscriber store (Redis): no answer within {self._timeout_s:g} s") from exc
+        if outcome[0] == b"ok" and (isinstance(acked, Exception) or int(acked) < self._wait_replicas):
+            self._log.warning("money_write_unreplicated", msisdn=mask_msisdn(keys[0].split("{", 1)[1].split("}", 1)[0]),
+                              replicas=acked if not isinstance(acked, Exception) else str(acked), wanted=self._wait_replicas)
+        return outcome
 
     def _flush_later(self, msisdn: str) -> None:
         """Move the outbox to the SMS queue without holding up the hop. If this fails
@@ -288,6 +327,7 @@ class RedisStorage:
     async def close(self) -> None:
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
+        await self._nodes.close()
         if self._owned:
             await self._client.aclose()
 
@@ -341,11 +381,11 @@ def _redis_errors() -> Iterator[None]:
         ) from exc
 
 
-def redis_client(url: str, *, timeout_s: float = 0.5) -> aioredis.Redis:
+def redis_client(url: str, *, timeout_s: float = 0.5) -> Any:
     """A client whose failures surface within a hop's deadline: short socket timeouts
     and a single immediate retry (enough to replace a connection Redis dropped), not
-    redis-py's default of ten retries with back-off."""
-    return aioredis.Redis.from_url(
+    redis-py's default of ten retries with back-off. Any URL form of `redis_clients`."""
+    return make_client(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,

@@ -33,6 +33,7 @@ import structlog
 
 from ussd_gateway.core.errors import BadRequest, DependencyDown
 from ussd_gateway.core.msisdn import normalise_msisdn
+from ussd_gateway.sessions.redis_clients import load_scripts_for_pipeline, queue_script
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
 PREFIX = "ussd:{care}"
@@ -181,13 +182,17 @@ class SmsLedger:
         )
         return None if int(result) < 0 else bool(result)
 
+    @property
+    def create_script(self) -> Any:
+        """The script `create` queues (a cluster pipeline needs it loaded first)."""
+        return self._create
+
     # ---- creating and reading ------------------------------------------------------------
     async def create(self, pipe: Any, sms: OutboundSms, campaign: str = "") -> None:
-        """Record a queued SMS (in the caller's pipeline); idempotent by its id."""
+        """Record a queued SMS (in the caller's pipeline, after `load_scripts_for_pipeline`
+        with `create_script`); idempotent by its id."""
         now = self.clock()
-        await self._create(
-            keys=[sms_key(sms.sms_id)], args=[sms.to, sms.sender, sms.text, campaign, now, SMS_TTL_S, hour_of(now, self.zone)], client=pipe
-        )
+        queue_script(pipe, self._create, [sms_key(sms.sms_id)], [sms.to, sms.sender, sms.text, campaign, now, SMS_TTL_S, hour_of(now, self.zone)])
 
     async def get(self, sms_id: str) -> dict[str, Any] | None:
         raw = await self.client.hgetall(sms_key(sms_id))
@@ -244,6 +249,7 @@ class SmsLedger:
         # Done again on a replay: each step is idempotent (the record by its id, the
         # queue by its dedupe key), so a crash between them never loses an SMS.
         outgoing = [OutboundSms(to, sender, text, f"api:{sms_id}", sms_id=sms_id, receipt=True) for sms_id, (to, sender, text) in zip(ids, checked)]
+        await load_scripts_for_pipeline(self.client, self._create)
         pipe = self.client.pipeline(transaction=False)
         for sms in outgoing:
             await self.create(pipe, sms)

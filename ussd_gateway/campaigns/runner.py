@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.sessions.redis_clients import load_scripts_for_pipeline, queue_script
 from ussd_gateway.sessions.redis_store import SMS_QUEUE_KEY
 from ussd_gateway.sessions.store import OutboundSms, SessionStore
 
@@ -197,6 +198,8 @@ class CampaignRunner:
             pipe.lpop(key(campaign.id, "retry"))
         msisdns = [raw.decode() for raw in await pipe.execute() if raw]
         until = self.quiet.next_quiet(now)
+        if msisdns:
+            await load_scripts_for_pipeline(self.client, self.ledger.create_script)
         for msisdn in msisdns:
             sms_id = campaign_sms_id(campaign.id, msisdn)
             record = await self.client.hmget(sms_key(sms_id), "text", "from")
@@ -220,12 +223,13 @@ class CampaignRunner:
         templates = campaign.templates()
         texts = [render(campaign, templates, v, lang) for v, lang in zip(values, langs)]
         s = self.settings
+        await load_scripts_for_pipeline(self.client, self._claim, self.ledger.create_script)
         pipe = self.client.pipeline(transaction=False)
         for msisdn, (_text, size) in zip(msisdns, texts):
-            await self._claim(
-                keys=[key(campaign.id, "sent"), key(campaign.id, "n"), f"{PREFIX}:cap:{msisdn}", OPTOUT_KEY],
-                args=[msisdn, now, s.cap_days * 86_400, s.cap_per_subscriber, f"{campaign.id}:{now}", "1" if size.parts > campaign.limits.max_parts else "0"],
-                client=pipe,
+            queue_script(
+                pipe, self._claim,
+                [key(campaign.id, "sent"), key(campaign.id, "n"), f"{PREFIX}:cap:{msisdn}", OPTOUT_KEY],
+                [msisdn, now, s.cap_days * 86_400, s.cap_per_subscriber, f"{campaign.id}:{now}", "1" if size.parts > campaign.limits.max_parts else "0"],
             )
         verdicts = await pipe.execute()
         until = self.quiet.next_quiet(now)

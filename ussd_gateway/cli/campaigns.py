@@ -72,13 +72,13 @@ def campaign(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Any) -> int:
-    import redis.asyncio as aioredis
-
     from ussd_gateway.backend import build_backend
     from ussd_gateway.campaigns.book import CampaignBook, create_from_spec
     from ussd_gateway.core.errors import BadRequest
 
-    client = aioredis.Redis.from_url(settings.sessions.redis_url)
+    from ussd_gateway.sessions.redis_clients import make_client
+
+    client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
     b = settings.backend
     backend = build_backend(b.kind, redis_client=client, demo_data_path=b.demo_data or None, http_url=b.http_url or None,
                             http_timeout_s=b.http_timeout_ms / 1000, http_token=b.http_token or None)

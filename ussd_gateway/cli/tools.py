@@ -89,11 +89,14 @@ def menus_announce(args: argparse.Namespace) -> int:
             return 1
 
     async def publish() -> int:
-        import redis.asyncio as aioredis
+        from ussd_gateway.sessions.redis_clients import is_cluster, make_client
 
-        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
         try:
-            return int(await client.publish(CHANNEL, announcement(op, version, f"cli:{socket.gethostname()}")))
+            receivers = int(await client.publish(CHANNEL, announcement(op, version, f"cli:{socket.gethostname()}")))
+            if is_cluster(client):  # PUBLISH reaches every node but counts the listeners on one
+                receivers = sum(int(n) for _channel, n in await client.pubsub_numsub(CHANNEL, target_nodes=client.ALL_NODES))
+            return receivers
         finally:
             await client.aclose()
 
@@ -181,9 +184,9 @@ def feedback_list(args: argparse.Namespace) -> int:
     async def fetch() -> int:
         import json
 
-        import redis.asyncio as aioredis
+        from ussd_gateway.sessions.redis_clients import make_client
 
-        client = aioredis.Redis.from_url(settings.sessions.redis_url)
+        client = make_client(settings.sessions.redis_url, cluster=settings.sessions.cluster)
         backend = build_backend("demo", redis_client=client)
         try:
             for item in await backend.list_feedback(args.limit):

@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 MASK = "***"
-_QUERY_SECRETS = frozenset({"password", "pass", "pwd", "token", "secret", "access_token", "api_key", "key"})
+_QUERY_SECRETS = frozenset({
+    "password", "pass", "pwd", "token", "secret", "access_token", "api_key", "key", "sentinel_password",
+})
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@/\s]*)@")
 
 _registered: set[str] = set()
@@ -56,6 +58,9 @@ def register_secrets(values: Iterable[str]) -> None:
             password = urlsplit(value).password if "@" in value else None
             if password and len(password) >= 4:
                 _registered.add(password)
+            for key, secret in parse_qsl(urlsplit(value).query):  # e.g. a Sentinel's own password
+                if key.lower() in _QUERY_SECRETS and len(secret) >= 4:
+                    _registered.add(secret)
 
 
 def scrub(text: str) -> str:

@@ -17,12 +17,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from ussd_gateway.core.errors import DependencyDown
+from ussd_gateway.sessions.redis_clients import NodeClients, is_cluster, make_client
 
 from ussd_gateway.sessions.hop_scripts import BEGIN as _BEGIN, COMMIT as _COMMIT, RATE_WINDOW_MS, RELEASE as _RELEASE, SESSION_KEY
 from ussd_gateway.sessions.resp import lean_pipeline
+from ussd_gateway.sessions.redis_pipeline import AutoPipeline, use_hiredis_packing
 from ussd_gateway.sessions.store import ClaimedSms, Loaded, LoadStatus, OutboundSms
 
 _TAKE_PENDING = """
@@ -30,37 +32,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: dedupe key, queue. ARGV: payload, dedupe ttl s, queue cap. Returns -1 when the
-# key was queued already, else how many of the oldest entries the cap dropped.
+# KEYS: the queue, then one dedupe key per SMS (all in the `{sms}` slot). ARGV: queue
+# cap, dedupe ttl s, then one payload per SMS. Each SMS whose dedupe key is new is
+# queued. Returns {queued, dropped by the cap}.
 _ENQUEUE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return -1 end
-local n = redis.call('RPUSH', KEYS[2], ARGV[1])
-local over = n - tonumber(ARGV[3])
-if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) return over end
-return 0
+local queued = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[2]) then
+    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    queued = queued + 1
+  end
+end
+local over = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then redis.call('LTRIM', KEYS[1], over, -1) else over = 0 end
+return {queued, over}
 """
 
-# KEYS: a subscriber's outbox, the queue. ARGV: queue cap. Moves the outbox's SMS (put
-# there atomically with a debit, in the subscriber's slot) to the queue the senders
-# drain. Returns {moved, dropped by the cap}. Two slots: on a Redis Cluster this move
-# becomes LPOP + RPUSH in two steps (at least once, never lost).
-_FLUSH_OUTBOX = """
-local moved = 0
-while true do
-  local v = redis.call('LPOP', KEYS[1])
-  if not v then break end
-  redis.call('RPUSH', KEYS[2], v)
-  moved = moved + 1
-end
-local over = redis.call('LLEN', KEYS[2]) - tonumber(ARGV[1])
-if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) else over = 0 end
-return {moved, over}
+_TAKE_OUT = """  -- KEYS: an outbox. ARGV: the payloads now queued: each taken out once.
+local n = 0
+for i = 1, #ARGV do n = n + redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+return n
 """
 
 _now = time.time
 
 SMS_QUEUE_KEY = "ussd:{sms}:out"
 SMS_INFLIGHT_KEY = "ussd:{sms}:inflight"
+SMS_DEDUPE_PREFIX = "ussd:{sms}:dedupe:"
+"""`ussd:{sms}:dedupe:<to>:<key>`: in the queue's slot (queueing is one script on one
+slot); the number keeps two subscribers' keys apart (they may share a session id)."""
 SMS_QUEUE_MAX = 50_000
 """Outbound SMS kept at most. With no sender draining the queue (SMPP off) it would
 grow for ever (about 60 entries a second under load); past the cap the oldest are
@@ -97,44 +97,6 @@ while redis.call('RPOPLPUSH', KEYS[1], KEYS[2]) do n = n + 1 end
 return n
 """
 
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
-    _hiredis_pack = None
-
-_C_PACKABLE = (str, bytes, int)  # what hiredis packs exactly as redis-py's Encoder does
-
-
-class _HiredisPacking:
-    """Mixin for redis-py's asyncio connection classes: pack commands with hiredis (C).
-
-    Speed: redis-py's sync client packs with hiredis, but its asyncio connections pack
-    in Python, argument by argument (about 6 µs for a hop's EVALSHA carrying a 1 KB
-    record, 11% of a hop's CPU under load); hiredis writes the same bytes in about 1 µs.
-    Commands with arguments hiredis could render differently (floats, bools,
-    memoryviews) or names to split ("CONFIG GET") keep redis-py's own packer.
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if type(args[0]) is str and " " not in args[0]:
-            for arg in args:
-                if type(arg) not in _C_PACKABLE:
-                    break
-            else:
-                return [_hiredis_pack(args)]
-        return super().pack_command(*args)  # type: ignore[misc]
-
-
-def _use_hiredis_packing(client: aioredis.Redis) -> None:
-    """Give the client's pool (whatever its URL scheme chose: TCP, TLS, Unix socket) a
-    connection class that packs with hiredis. Connections made from now on use it."""
-    pool = client.connection_pool
-    base = getattr(pool, "connection_class", None)
-    if _hiredis_pack is None or base is None or issubclass(base, _HiredisPacking):
-        return
-    pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
-
-
 class _Script:
     """A Lua script called by its SHA1 (EVALSHA), sent whole only if Redis lost it."""
 
@@ -145,87 +107,11 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-class _AutoPipeline:
-    """Sends the commands issued during one turn of the event loop as one redis-py
-    pipeline: one write and one read for all of them instead of a round trip each.
-
-    Speed: under load, the hops of many subscribers reach the store in the same loop
-    turn (a burst of requests, then a burst of Redis replies that all resume their
-    hops at once), so the per-command cost of redis-py (pool checkout, packing, a send
-    and a read, about 25 µs) is paid once per batch. Every command is still its own
-    round trip for its hop and keeps its own result and error (`raise_on_error=False`);
-    no transaction spans hops. A batch of one is a plain command. The commands of a
-    batch share a connection from the pool, so concurrency stays safe (unlike one
-    shared `single_connection_client`).
-    """
-
-    def __init__(self, client: aioredis.Redis, timeout_s: float | None) -> None:
-        self._client = client
-        self._timeout_s = timeout_s
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def submit(self, *command: Any) -> asyncio.Future[Any]:
-        """Queue a command for the end of this loop turn; the future gets its reply
-        (or its error, e.g. NoScriptError)."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append((command, future))
-        return future
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)  # the loop keeps only a weak reference to tasks
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        results: list[Any]
-        try:
-            # A hung Redis must not hold the batch (and a pooled connection) forever;
-            # redis-py drops a connection whose read was cancelled.
-            async with asyncio.timeout(self._timeout_s):
-                if len(batch) == 1:
-                    try:
-                        results = [await self._client.execute_command(*batch[0][0])]
-                    except ResponseError as exc:  # that command's own error (NoScriptError…)
-                        results = [exc]
-                else:
-                    pipe = self._client.pipeline(transaction=False)
-                    for command, _ in batch:
-                        pipe.execute_command(*command)
-                    results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:
-            # The whole batch failed (Redis down or silent, or the loop shutting down):
-            # every waiting hop gets the error, none is left hanging.
-            error = exc if isinstance(exc, Exception) else ConnectionError("the session store is closing")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), result in zip(batch, results):
-            if future.done():
-                continue  # its hop gave up (deadline) or was cancelled
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def drain(self) -> None:
-        """Wait for the batches in flight (before closing the client)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 class RedisStore:
     """Sessions, locks, pending confirmations and the outbound SMS queue in Redis.
 
     Speed (measured with benchmarks/hops.py; the two hop scripts run on every hop):
-    - scripts are called by SHA through an auto-pipeline (`_AutoPipeline`): the hops
+    - scripts are called by SHA through an auto-pipeline (`AutoPipeline`): the hops
       that reach the store in one loop turn share one write and one read;
     - straight `EVALSHA` commands, not redis-py's `AsyncScript`, whose per-call
       `isinstance(client, Pipeline)` check against a typing Protocol costs ~8 µs;
@@ -248,7 +134,7 @@ class RedisStore:
         pipeline: Any = None,
     ) -> None:
         """`pipeline`: what carries the hop scripts (`submit(*command) -> Future`,
-        `drain`, `close`); redis-py's `_AutoPipeline` on `client` by default."""
+        `drain`, `close`); redis-py's `AutoPipeline` on `client` by default."""
         self._client = client
         self._prefix = prefix
         self._lock_ttl_ms = str(lock_ttl_ms)
@@ -256,7 +142,7 @@ class RedisStore:
         self._sms_queue_max = str(sms_queue_max)
         self._on_sms_dropped = on_sms_dropped
         self._log = structlog.get_logger("ussd_gateway.sms")
-        self._flush_outbox = _Script(_FLUSH_OUTBOX)
+        self._take_out = _Script(_TAKE_OUT)
         self._begin = _Script(_BEGIN)
         self._commit = _Script(_COMMIT)
         self._release = _Script(_RELEASE)
@@ -264,41 +150,47 @@ class RedisStore:
         self._enqueue = _Script(_ENQUEUE)
         self._requeue = _Script(_REQUEUE)
         self._restore = _Script(_RESTORE)
-        self._pipeline = pipeline if pipeline is not None else _AutoPipeline(client, timeout_s)
+        self._pipeline = pipeline if pipeline is not None else AutoPipeline(client, timeout_s)
+        self._nodes = NodeClients(client)
 
     @classmethod
-    def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, **kwargs: Any) -> "RedisStore":
+    def from_url(cls, url: str, *, socket_timeout_s: float = 0.3, cluster: bool = False, **kwargs: Any) -> "RedisStore":
         """A store on its own connection pool. Each store call must answer within
         `socket_timeout_s` (so a dead Redis is noticed within a hop's deadline) and
         redis-py reconnects by itself when it returns. The client itself gets no
-        socket timeout (see the class docstring); the connect timeout stays."""
-        client = aioredis.Redis.from_url(
+        socket timeout (see the class docstring); the connect timeout stays. `url`
+        may name one server, Sentinels or a Redis Cluster (`redis_clients`)."""
+        client = make_client(
             url,
+            cluster=cluster,
             socket_timeout=None,
             socket_connect_timeout=socket_timeout_s,
             health_check_interval=0,
             max_connections=256,
         )
-        _use_hiredis_packing(client)
+        use_hiredis_packing(client)
         # The hop scripts go over the lean client on a plain single-node URL (~17 µs
         # a hop less than redis-py's pipeline); redis-py serves every other command.
-        lean = lean_pipeline(url, timeout_s=socket_timeout_s, connect_timeout_s=socket_timeout_s)
+        single = not is_cluster(client)
+        lean = lean_pipeline(url, timeout_s=socket_timeout_s, connect_timeout_s=socket_timeout_s) if single else None
         return cls(client, timeout_s=socket_timeout_s, pipeline=lean, **kwargs)
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Any:
+        """`redis.asyncio.Redis`, or `RedisCluster` on a cluster."""
         return self._client
 
     def carry_hops_on_client(self) -> None:
         """Send the hop scripts through redis-py's client as well, so that whatever
         instruments that client (tracing) sees every command. Before the first hop only:
         the lean client is dropped unused."""
-        if not isinstance(self._pipeline, _AutoPipeline):
-            self._pipeline = _AutoPipeline(self._client, self._timeout_s)
+        if not isinstance(self._pipeline, AutoPipeline):
+            self._pipeline = AutoPipeline(self._client, self._timeout_s)
 
     @property
     def prefix(self) -> str:
         return self._prefix
+
     def submit(self, *command: Any) -> asyncio.Future[Any]:
         """Queue a command on this store's auto-pipeline now: issued in the same loop
         turn as a hop's script, it rides in the same round trip (the rate limits)."""
@@ -392,13 +284,15 @@ class RedisStore:
         return bool(await self._eval(self._take_pending, (self._pending_key(msisdn),), (kind,)))
 
     async def enqueue_sms(self, sms: OutboundSms) -> bool:
-        # The dedupe key lives in the subscriber's slot: two subscribers' keys never
-        # collide (a gateway may give two numbers one session id).
-        keys = (subscriber_key(self._prefix, sms.to, "smsdedupe:" + sms.dedupe_key), SMS_QUEUE_KEY)
-        result = int(await self._eval(self._enqueue, keys, (sms_payload(sms), SMS_DEDUPE_TTL_S, self._sms_queue_max)))
-        if result > 0:
-            self._dropped(result)
-        return result >= 0
+        return await self._enqueue_payloads([sms_payload(sms)], [sms]) > 0
+
+    async def _enqueue_payloads(self, payloads: list[bytes], messages: list[OutboundSms]) -> int:
+        """Queue each SMS whose dedupe key is new; returns how many were."""
+        keys = (SMS_QUEUE_KEY, *(f"{SMS_DEDUPE_PREFIX}{sms.to}:{sms.dedupe_key}" for sms in messages))
+        queued, dropped = await self._eval(self._enqueue, keys, (self._sms_queue_max, SMS_DEDUPE_TTL_S, *payloads))
+        if dropped:
+            self._dropped(int(dropped))
+        return int(queued)
 
     def _dropped(self, count: int) -> None:
         self._log.warning("sms_queue_full", dropped=count, cap=int(self._sms_queue_max))
@@ -406,28 +300,33 @@ class RedisStore:
             self._on_sms_dropped(count)
 
     async def flush_outbox(self, msisdn: str) -> int:
-        """Move a subscriber's outbox (SMS queued atomically with a debit) to the queue."""
-        moved, dropped = await self._eval(
-            self._flush_outbox, (subscriber_key(self._prefix, msisdn, "outbox"), SMS_QUEUE_KEY), (self._sms_queue_max,)
-        )
-        if dropped:
-            self._dropped(int(dropped))
-        return int(moved)
+        """Move a subscriber's outbox (SMS written with a debit, in their slot) to the
+        queue (`{sms}`) in three one-slot steps: read it, queue each SMS once (dedupe
+        key), take out what was read. Cut short, the next flush or sweep finishes it:
+        at least once into this method, exactly once onto the queue."""
+        outbox = subscriber_key(self._prefix, msisdn, "outbox")
+        payloads = await self._call("LRANGE", outbox, 0, 99)
+        if not payloads:
+            return 0
+        await self._enqueue_payloads(payloads, [self._sms_of(raw) for raw in payloads])
+        return int(await self._eval(self._take_out, (outbox,), tuple(payloads)))
 
     async def sweep_outboxes(self, limit: int = 10_000) -> int:
         """Move the outboxes a process left behind (it died between a debit and the
-        move): found by SCAN, at most `limit` keys looked at. Returns SMS moved."""
+        move): SCAN on every master, at most `limit` keys. Returns SMS moved."""
         moved = 0
-        cursor: Any = 0
         seen = 0
-        while seen < limit:
-            cursor, keys = await self._call("SCAN", cursor, "MATCH", f"{self._prefix}:{{*}}:outbox", "COUNT", 500)
-            for key in keys:
-                msisdn = key.decode().split("{", 1)[1].split("}", 1)[0]
-                moved += await self.flush_outbox(msisdn)
-            seen += 500
-            if int(cursor) == 0:
-                break
+        try:
+            # On a cluster, each master in turn through a plain client of its own.
+            for client in await self._nodes.masters():
+                async for key in client.scan_iter(match=f"{self._prefix}:{{*}}:outbox", count=500):
+                    msisdn = key.decode().split("{", 1)[1].split("}", 1)[0]
+                    moved += await self.flush_outbox(msisdn)
+                    seen += 1
+                    if seen >= limit:
+                        return moved
+        except (RedisError, OSError) as exc:
+            raise DependencyDown(f"session store: {exc.__class__.__name__}: {exc}") from exc
         return moved
 
     async def outbound_sms(self, limit: int = 100) -> list[OutboundSms]:
@@ -439,7 +338,8 @@ class RedisStore:
         outbox, oldest first (for the demo view)."""
         outbox = await self._call("LRANGE", subscriber_key(self._prefix, msisdn, "outbox"), 0, -1)
         queued = await self._call("LRANGE", SMS_QUEUE_KEY, -limit, -1)
-        return [sms for sms in map(self._sms_of, [*queued, *outbox]) if sms.to == msisdn]
+        seen = set(queued)  # mid-flush an SMS is queued and not yet taken out of the outbox
+        return [sms for sms in map(self._sms_of, [*queued, *(raw for raw in outbox if raw not in seen)]) if sms.to == msisdn]
 
     @staticmethod
     def _sms_of(raw: bytes) -> OutboundSms:
@@ -485,7 +385,19 @@ class RedisStore:
         except DependencyDown:
             return False
 
+    async def prepare(self) -> None:
+        """Before serving, on a cluster: read the slot map (read lazily under the first
+        hops, redis-py 8.1 closed some of their connections). Else: on first use."""
+        if not is_cluster(self._client):
+            return
+        try:
+            async with asyncio.timeout(max(1.0, 3 * (self._timeout_s or 1.0))):
+                await self._client.initialize()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._log.warning("redis_cluster_not_ready", error=exc.__class__.__name__)
+
     async def close(self) -> None:
         close = getattr(self._pipeline, "close", None)
         await (close() if close is not None else self._pipeline.drain())
+        await self._nodes.close()
         await self._client.aclose()

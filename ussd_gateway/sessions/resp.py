@@ -1,6 +1,6 @@
 """A lean Redis client for the hop scripts on a single-node Redis (`redis://`, `unix://`).
 
-It does what `redis_store._AutoPipeline` does over redis-py (the commands a loop turn
+It does what `redis_pipeline.AutoPipeline` does over redis-py (the commands a loop turn
 issues leave in one write, each keeps its own reply or error) with one asyncio
 protocol per connection: commands packed by hiredis as they are submitted, one
 `transport.write` per loop turn, replies parsed by the hiredis reader straight into
@@ -128,7 +128,7 @@ class _Connection(asyncio.Protocol):
 
 
 class LeanPipeline:
-    """`submit(*command) -> Future` as `redis_store._AutoPipeline`, on one connection."""
+    """`submit(*command) -> Future` as `redis_pipeline.AutoPipeline`, on one connection."""
 
     def __init__(self, target: Target, *, timeout_s: float | None, connect_timeout_s: float | None) -> None:
         self._target = target

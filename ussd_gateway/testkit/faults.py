@@ -34,9 +34,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 
 from ussd_gateway.backend.demo_data import load_demo_data
+from ussd_gateway.sessions.redis_clients import make_client
 from ussd_gateway.testkit.redis_server import free_port
 
 FAULTS = ("redis_stop_3s", "redis_stop_10s", "redis_kill", "worker_kill", "worker_term")
@@ -66,6 +66,8 @@ class Figures:
     sms: int = 0
     packages: int = 0
     problems: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, float, str]] = field(default_factory=list)
+    """Every answer: (sent at, answered at, `ok`, `busy` or `failed`), monotonic seconds."""
 
     def line(self) -> str:
         return (
@@ -227,12 +229,14 @@ class Subscriber:
                     status = response.status
             except (aiohttp.ClientError, TimeoutError, OSError):
                 self.figures.failed_requests += 1
+                self.figures.timeline.append((started, time.perf_counter(), "failed"))
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
             self.figures.hops += 1
             self.figures.max_latency_ms = max(self.figures.max_latency_ms, elapsed_ms)
             text = orjson.loads(data).get("text", "") if status == 200 else ""
+            self.figures.timeline.append((started, time.perf_counter(), "ok" if status == 200 and BUSY not in text else "busy"))
             if status == 200 and BUSY not in text:
                 return text
             if BUSY in text:
@@ -282,17 +286,21 @@ async def run_fault(fault: str, block: int, *, subscribers: int, seconds: float,
 
 
 async def reconcile(figures: Figures, msisdns: list[str], redis_url: str) -> None:
+    """Per subscriber: debits = SMS = D15 periods; overall: success screens <= debits
+    <= success screens + purchases given up. `redis_url`: any form of `redis_clients`."""
     data = load_demo_data()
     d15 = data.catalogue.package("D15")
     assert d15 is not None
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
+    client = make_client(redis_url, socket_timeout=5)
     try:
         for _ in range(50):  # outboxes are moved to the queue in the background: let them
             if not [k async for k in client.scan_iter(match="ussd:{8496*}:outbox", count=1000)]:
                 break
             await asyncio.sleep(0.1)
         sms_by_number: dict[str, int] = {}
-        for raw in await client.lrange("ussd:{sms}:out", 0, -1) + await client.lrange("ussd:{sms}:inflight", 0, -1):
+        queued = await client.lrange("ussd:{sms}:out", 0, -1) + await client.lrange("ussd:{sms}:inflight", 0, -1)
+        seen = set(queued)
+        for raw in queued:
             to = orjson.loads(raw)["to"]
             sms_by_number[to] = sms_by_number.get(to, 0) + 1
         successes_left = figures.successes
@@ -304,7 +312,9 @@ async def reconcile(figures: Figures, msisdns: list[str], redis_url: str) -> Non
             spent = start.balance - account["balance"]
             debits, rest = divmod(spent, d15.price)
             active = sum(p["data_left_mb"] for p in account["packages"] if p["code"] == "D15") // d15.data_mb
-            sms = sms_by_number.get(msisdn, 0) + int(await client.llen(f"ussd:{{{msisdn}}}:outbox"))
+            # An SMS still in an outbox counts unless it was queued already (mid-move).
+            left = [raw for raw in await client.lrange(f"ussd:{{{msisdn}}}:outbox", 0, -1) if raw not in seen]
+            sms = sms_by_number.get(msisdn, 0) + len(left)
             figures.debits += debits
             figures.sms += sms
             figures.packages += active

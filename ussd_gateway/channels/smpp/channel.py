@@ -45,8 +45,7 @@ MO_DEDUPE_S = 120
 reference) is answered once when it comes again, same name and content, within this."""
 DRAIN_BATCH = 20
 DRAIN_IDLE_S = 0.2
-PERSIST_RETRY_S = (0.1, 0.5, 2.0)
-"""Pauses between the attempts to record a sent SMS (its state, its ack) in Redis."""
+PERSIST_RETRY_S = (0.1, 0.5, 2.0)  # pauses between attempts to record a sent SMS in Redis
 RECEIPT_TEXT = re.compile(r"\bid:(\S+).*?\bstat:(\w+)(?:.*?\berr:(\w+))?", re.IGNORECASE | re.DOTALL)
 """The receipt text SMSCs put in short_message (SMPP 3.4 appendix B)."""
 
@@ -103,6 +102,7 @@ class SmppChannel:
             self.links[bind.name] = SmppLink(bind, self._deliver_handler(bind), metrics=self.link_metrics)
         self.log = structlog.get_logger("ussd_gateway.smpp")
         self._tasks: list[asyncio.Task[None]] = []
+        self._drain_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake_drain = asyncio.Event()
         self._screens: set[asyncio.Task[None]] = set()
@@ -121,7 +121,8 @@ class SmppChannel:
         await self.gateway.store.restore_inflight_sms()
         for link in self.links.values():
             self._tasks.append(asyncio.create_task(link.run(), name=f"smpp-link-{link.settings.name}"))
-        self._tasks.append(asyncio.create_task(self._drain(), name="smpp-outbound-drain"))
+        self._drain_task = asyncio.create_task(self._drain(), name="smpp-outbound-drain")
+        self._tasks.append(self._drain_task)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Finish in-flight hops and submits, unbind every link, stop the drain.
@@ -138,6 +139,10 @@ class SmppChannel:
                 await self._idle.wait()
         if self._screens:
             await asyncio.wait(set(self._screens), timeout=timeout / 2)
+        # The drain finishes the batch in hand while the binds are up: a sent SMS is
+        # recorded and acked, not sent again by the next start.
+        if self._drain_task is not None:
+            await asyncio.wait([self._drain_task], timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
@@ -473,9 +478,8 @@ class SmppChannel:
             await store.requeue_sms(item)
             return False
         self.metrics.mt_sms.labels(bind.name).inc()
-        # The SMS went. Its state is recorded before the ack, and both ride out a Redis
-        # that is slow for a moment: a sent SMS left `queued` keeps its campaign from
-        # ever being done, and one left in flight is sent again after a restart.
+        # Sent: its state is recorded before the ack, both retried (one left `queued`
+        # keeps its campaign from being done; one left in flight is sent again).
         if sms.sms_id and self.ledger is not None:
             ledger = self.ledger
             await self._persist("sms_tracking_lost", sms, lambda: ledger.submitted(sms, outcome.message_id, outcome.status))
