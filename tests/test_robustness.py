@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
@@ -50,6 +51,20 @@ class TestMalformedRequests:
         assert response.status == 400
         assert reason in body
         assert "Traceback" not in body and body.count("\n") <= 1
+
+    @pytest.mark.parametrize("field", ["sessionId", "text"])
+    async def test_africastalking_file_part_is_400(self, aiohttp_client, field: str) -> None:  # type: ignore[no-untyped-def]
+        """A multipart form whose field is a file part is refused by name."""
+        client = await aiohttp_client(create_app(make_settings()))
+        form = aiohttp.FormData()
+        for name, value in at_form(text="1").items():
+            if name == field:
+                form.add_field(name, value.encode(), filename="x.bin", content_type="application/octet-stream")
+            else:
+                form.add_field(name, value)
+        response = await client.post(AT, data=form)
+        assert response.status == 400
+        assert f"form field {field} must be text, not a file" in await response.text()
 
     async def test_africastalking_wants_a_form(self, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
         """A JSON body on the form endpoint is refused with what was expected."""

@@ -10,7 +10,7 @@ connections between two hops. `app.serving` does this instead, on SIGTERM:
    a lone worker closes its listening socket, keeping a duplicate just long enough
    to accept every connection already queued, which are served;
 2. drain: every response from now on closes its connection (`Connection: close`, set
-   by `close_when_draining`), so clients take their next request elsewhere; the worker
+   by `start_draining`), so clients take their next request elsewhere; the worker
    waits until no connection is left, closing those that stay idle, for at most the
    shutdown timeout;
 3. then aiohttp's own shutdown (SMPP unbinds, the stores close).
@@ -34,15 +34,31 @@ DRAINING = web.AppKey("draining", list)
 """One-element list: True once the worker drains (a list: the app is frozen by then)."""
 
 
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    if request.app[DRAINING][0]:
+        response.force_close()
+
+
 def install(app: web.Application) -> None:
-    """Before the app starts: responses close their connection once draining."""
+    """Before the app starts: responses will close their connection once draining
+    (`start_draining`). Until then no response-prepare hook runs: aiohttp skips an
+    empty signal, and the hook's coroutine cost ~2 µs on every response."""
     app[DRAINING] = [False]
+    if not hasattr(app, "_on_response_prepare"):  # an aiohttp without the slot: hook from the start
+        app.on_response_prepare.append(_close_when_draining)
 
-    async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
-        if request.app[DRAINING][0]:
-            response.force_close()
 
-    app.on_response_prepare.append(close_when_draining)
+def start_draining(app: web.Application) -> None:
+    """From now on every response closes its connection. The app's signals are frozen
+    once it runs, so the hook arrives as a new frozen signal in place of the empty one."""
+    app[DRAINING][0] = True
+    if _close_when_draining in app.on_response_prepare:
+        return
+    signal = type(app.on_response_prepare)(app)  # aiohttp's Signal class
+    signal.extend(app.on_response_prepare)
+    signal.append(_close_when_draining)
+    signal.freeze()
+    app._on_response_prepare = signal  # type: ignore[attr-defined]
 
 
 async def stop_accepting(site: web.SockSite, sock: socket.socket, protocol: Callable[[], asyncio.Protocol]) -> None:

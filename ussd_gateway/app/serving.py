@@ -59,6 +59,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._head_at_moved = False
         """A request head arrived (at `_moved_at`) since the timer was set."""
         self._moved_at = 0.0
+        self._loop_time = asyncio.get_running_loop().time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -98,11 +99,13 @@ class GuardedProtocol(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-        if self._requests() != self._seen:
-            self._seen = self._requests()
+        inner = self._inner
+        inner.data_received(data)
+        requests = getattr(inner, "_request_count", 0)  # `_requests()` inlined: on every read
+        if requests != self._seen:
+            self._seen = requests
             self._head_at_moved = True
-            self._moved_at = asyncio.get_running_loop().time()
+            self._moved_at = self._loop_time()
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()
@@ -173,7 +176,7 @@ class Serving:
         then shut down (see `app.graceful`)."""
         until = time.monotonic() + shutdown_timeout_s
         try:
-            self.runner.app[graceful.DRAINING][0] = True
+            graceful.start_draining(self.runner.app)
             for site in self.sites:
                 if self.shared:
                     await site.stop()  # this worker's copy only: the others go on accepting

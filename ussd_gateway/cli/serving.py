@@ -27,6 +27,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 # ---- serve --------------------------------------------------------------------------------
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between two young-generation collections in a serving worker."""
+
+
 def _install_uvloop() -> None:
     try:
         import uvloop
@@ -63,6 +67,13 @@ def run_worker(settings: Settings, listeners: list[socket.socket] | None = None)
     # Freezing them after start-up leaves the collector only what hops allocate.
     gc.collect()
     gc.freeze()
+    # Speed: at the default threshold (700 allocations) a young collection ran every
+    # ~40 hops and found most of the 50 hops in flight alive, walking them and moving
+    # them to the older generations, which were then walked in turn: ~11 µs of every
+    # hop's CPU went to the collector under load (gc.callbacks: 0.39 s in 8 s at
+    # ~4,300 hops/s). At 10,000 young collections are 20 times rarer (~2.7 ms each)
+    # and the collector takes ~5 µs a hop; the cycles it frees wait a little longer.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     store = f"redis {mask_url(settings.sessions.redis_url)}" if settings.sessions.redis_url else "memory"
     admin = f", admin on http://{settings.admin.host}:{settings.admin.port}" if settings.admin.port else ""
     print(

@@ -15,8 +15,25 @@ _SESSION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 MAX_INPUT_CHARS = 512
 
 
+_SPLIT_CODES: dict[str, tuple[str, tuple[str, ...]]] = {}
+"""Codes already split: a gateway sends the same few on every hop (bounded, as callers
+choose the text)."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+"""Control characters other than tab, newline and carriage return."""
+
+
 def split_service_code(raw: str) -> tuple[str, tuple[str, ...]]:
     """`*090*2*1#` -> (`*090#`, ("2", "1")): the code routes, the rest is inputs."""
+    split = _SPLIT_CODES.get(raw)
+    if split is not None:
+        return split
+    split = _split_service_code(raw)
+    if len(_SPLIT_CODES) < 256:
+        _SPLIT_CODES[raw] = split
+    return split
+
+
+def _split_service_code(raw: str) -> tuple[str, tuple[str, ...]]:
     code = raw.strip()
     match = _SERVICE_CODE.match(code)
     if match is None:
@@ -34,6 +51,6 @@ def check_session_id(raw: str) -> str:
 def check_input(raw: str, field: str) -> str:
     if len(raw) > MAX_INPUT_CHARS:
         raise BadRequest(f"{field} is longer than {MAX_INPUT_CHARS} characters")
-    if any(ord(c) < 0x20 and c not in "\r\n\t" for c in raw):
+    if _CONTROL.search(raw) is not None:
         raise BadRequest(f"{field} contains control characters")
     return raw

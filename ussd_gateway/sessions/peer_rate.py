@@ -53,6 +53,8 @@ class PeerRate:
         self._timeout_s = timeout_s
         self._clock = clock
         self._window = -1
+        self._starts = self._ends = 0.0
+        """The current window's bounds, in clock seconds."""
         self._unsent: dict[str, int] = {}
         """Requests counted here and not yet added to Redis, per caller."""
         self._local: dict[str, int] = {}
@@ -63,7 +65,11 @@ class PeerRate:
         self._log = structlog.get_logger("ussd_gateway.peer_rate")
 
     def _roll(self) -> int:
-        window = math.floor(self._clock() / self._window_s)
+        now = self._clock()
+        if self._starts <= now < self._ends and len(self._local) < MAX_CALLERS:
+            return self._window  # the usual case: two comparisons, no division
+        window = math.floor(now / self._window_s)
+        self._starts, self._ends = window * self._window_s, (window + 1) * self._window_s
         if window != self._window or len(self._local) >= MAX_CALLERS:
             self._window = window
             self._unsent, self._local, self._shared = {}, {}, {}

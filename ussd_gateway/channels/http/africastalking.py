@@ -25,23 +25,25 @@ async def parse(request: web.Request) -> Hop:
     if request.content_type not in _FORM_TYPES:
         raise BadRequest(f"expected a form post (application/x-www-form-urlencoded), got {request.content_type or 'no content type'}")
     form = await read_form(request)
-    missing = [name for name in ("sessionId", "serviceCode", "phoneNumber") if not form.get(name)]
-    if missing:
-        raise BadRequest(f"missing form field(s): {', '.join(missing)}")
-    fields = {}
-    for name in ("sessionId", "serviceCode", "phoneNumber", "text"):
-        value = form.get(name, "")
-        if not isinstance(value, str):
-            raise BadRequest(f"form field {name} must be text, not a file")
-        fields[name] = value
-    code, embedded = split_service_code(fields["serviceCode"])
-    text = check_input(fields["text"], "text")
-    history_parts = list(embedded) + ([text] if text else [])
-    history = "*".join(history_parts)
+    session_id = form.get("sessionId")
+    service_code = form.get("serviceCode")
+    phone = form.get("phoneNumber")
+    text = form.get("text", "")
+    # Each field a non-empty string (`text` may be empty): one check for the usual form,
+    # the reasons worked out only for a refused one.
+    if not (type(session_id) is str and type(service_code) is str and type(phone) is str and type(text) is str
+            and session_id and service_code and phone):
+        _refuse(form)
+    code, embedded = split_service_code(service_code)  # type: ignore[arg-type]
+    text = check_input(text, "text")  # type: ignore[arg-type]
+    if embedded:
+        history = "*".join((*embedded, text) if text else embedded)
+    else:
+        history = text
     return Hop(
         channel=NAME,
-        session_id=check_session_id(fields["sessionId"]),
-        msisdn=normalise_msisdn(fields["phoneNumber"]),
+        session_id=check_session_id(session_id),  # type: ignore[arg-type]
+        msisdn=normalise_msisdn(phone),  # type: ignore[arg-type]
         service_code=code,
         kind=HopKind.CONTINUE if history else HopKind.BEGIN,
         history=history,
@@ -49,9 +51,24 @@ async def parse(request: web.Request) -> Hop:
     )
 
 
+def _refuse(form: dict[str, object]) -> None:
+    """Raise BadRequest naming what is wrong with the form's fields."""
+    missing = [name for name in ("sessionId", "serviceCode", "phoneNumber") if not form.get(name)]
+    if missing:
+        raise BadRequest(f"missing form field(s): {', '.join(missing)}")
+    for name in ("sessionId", "serviceCode", "phoneNumber", "text"):
+        if not isinstance(form.get(name, ""), str):
+            raise BadRequest(f"form field {name} must be text, not a file")
+
+
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+"""What `text=…, content_type="text/plain", charset="utf-8"` sets, without its
+parsing and setters on every response."""
+
+
 def render(reply: Reply) -> web.Response:
     prefix = "END " if reply.end else "CON "
-    return web.Response(text=prefix + reply.text, content_type="text/plain", charset="utf-8")
+    return web.Response(body=(prefix + reply.text).encode(), headers=_TEXT)
 
 
 def render_error(error: BadRequest) -> web.Response:

@@ -154,7 +154,12 @@ def parse_form(text: str, charset: str = "utf-8") -> dict[str, str]:
     %XX sequence is not valid `charset`."""
     # On ASCII text (an urlencoded body is), `unquote` is `unquote_to_bytes` then one
     # decode: ~1 µs a field instead of ~3 (its per-run regular expression split).
-    decode = _unquote_ascii if text.isascii() else unquote
+    ascii_text = text.isascii()
+    if ascii_text and "%" in text and _ESCAPED_SEPARATOR.search(text) is None:
+        # No escaped `&` or `=`: decoding the whole body once, then splitting, reads the
+        # same pairs as decoding each name and value (~1.5 µs a gateway form less).
+        return _split_pairs(unquote_to_bytes(text.replace("+", " ")).decode(charset, "strict"))
+    decode = _unquote_ascii if ascii_text else unquote
     form: dict[str, str] = {}
     for pair in text.split("&"):
         if not pair:
@@ -170,6 +175,19 @@ def parse_form(text: str, charset: str = "utf-8") -> dict[str, str]:
             value = decode(value, charset, "strict")
         if name not in form:
             form[name] = value
+    return form
+
+
+_ESCAPED_SEPARATOR = re.compile(r"%(?:26|3[dD])")
+
+
+def _split_pairs(decoded: str) -> dict[str, str]:
+    form: dict[str, str] = {}
+    for pair in decoded.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            if name not in form:
+                form[name] = value
     return form
 
 

@@ -169,7 +169,7 @@ class Guard:
         if path in OPEN_PATHS:
             return await handler(request)
         policy = self.policy
-        if self._on_admin_listener(request):
+        if policy.admin_ports and self._on_admin_listener(request):
             return await handler(request) if self._admin_ok(request) else self._admin_refusal(request)
         caller = client_address(request, policy.trusted_proxies)
         if not self.peers.allow(caller):
@@ -184,12 +184,16 @@ class Guard:
             if path not in GATEWAY_PATHS and not path.startswith(GATEWAY_PREFIXES):
                 return self._admin_refusal(request)
         if path in GATEWAY_PATHS or path.startswith(GATEWAY_PREFIXES):
-            refusal = await self._check_gateway(request, caller)
+            # Checked in line, with no coroutine of its own unless a signature must be read.
+            refusal = self._check_caller(request, caller) if policy.allow_from or policy.tokens else None
+            if refusal is None and policy.signing_secrets:
+                refusal = await self._check_signature(request)
             if refusal is not None:
                 return refusal
         return await handler(request)
 
-    async def _check_gateway(self, request: web.Request, caller: str) -> web.Response | None:
+    def _check_caller(self, request: web.Request, caller: str) -> web.Response | None:
+        """The allow-list (403), then the bearer token (401)."""
         policy = self.policy
         if policy.allow_from and not _in(caller, policy.allow_from):
             return self._refuse(request, 403, "this address may not call the gateway routes", "forbidden")
@@ -199,8 +203,6 @@ class Guard:
                 return self._refuse(request, 401, "missing bearer token (Authorization: Bearer <token>)", "unauthorized")
             if not _matches(presented, policy.tokens):
                 return self._refuse(request, 401, "the bearer token is not accepted", "unauthorized")
-        if policy.signing_secrets:
-            return await self._check_signature(request)
         return None
 
     async def _check_signature(self, request: web.Request) -> web.Response | None:
