@@ -39,6 +39,7 @@ from ussd_gateway.menus.compiler import MenuError, load_menus
 from ussd_gateway.menus.model import MenuSet
 from ussd_gateway.menus.versions import definitions_version
 from ussd_gateway.services.keywords import KeywordRouter
+from ussd_gateway.core.tasks import cancel_and_wait
 
 CHANNEL = "ussd:menus"
 """The Redis pub/sub channel reloads and rollbacks are announced on."""
@@ -207,9 +208,7 @@ class MenuReloader:
         task = asyncio.get_running_loop().create_task(self.listen(url)) if url else None
         yield
         if task is not None:
-            task.cancel()
-            _done, stuck = await asyncio.wait([task], timeout=2 * CLOSE_S)
-            if stuck:  # caught inside redis-py's cancellation: let the stop go on
+            if not await cancel_and_wait(task, timeout_s=2 * CLOSE_S):  # let the stop go on
                 self.log.warning("menus_listener_not_stopped")
 
 

@@ -23,6 +23,7 @@ from ussd_gateway.app.wiring import Gateway, build_gateway
 from ussd_gateway.app import menu_reload
 from ussd_gateway.app.campaigns_api import add_routes as add_campaign_routes
 from ussd_gateway.app.push_api import add_routes as add_push_routes
+from ussd_gateway.core.tasks import cancel_and_wait
 
 GATEWAY = web.AppKey("gateway", Gateway)
 SMPP = web.AppKey("smpp", object)
@@ -241,8 +242,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> web.App
             app[SMPP] = channel
         yield
         if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+            await cancel_and_wait(sweeper)
         if campaigns is not None:
             await campaigns.stop()
         if channel is not None:

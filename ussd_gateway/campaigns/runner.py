@@ -40,6 +40,7 @@ from ussd_gateway.campaigns.book import CampaignBook, key
 from ussd_gateway.campaigns.ledger import PREFIX, SmsLedger, sms_key
 from ussd_gateway.campaigns.model import Campaign, render
 from ussd_gateway.campaigns.protect import OPTOUT_KEY, QuietHours
+from ussd_gateway.core.tasks import cancel_and_wait
 
 LEASE_MS = 15_000
 STOP_GRACE_S = 2.0
@@ -125,9 +126,8 @@ class CampaignRunner:
         tasks = list(self._driving.values()) + ([self._task] if self._task is not None else [])
         if tasks:
             _done, overrunning = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
-            for task in overrunning:
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if overrunning:
+                await cancel_and_wait(overrunning)
 
     async def _drive(self, campaign_id: str) -> None:
         lease = key(campaign_id, "lease")

@@ -38,6 +38,7 @@ from ussd_gateway.core.metrics import Metrics
 from ussd_gateway.menus.engine import RESUME_SCREEN
 from ussd_gateway.sessions.funnel_store import EVENTS, SavedRecords, add_counts, minute_of
 from ussd_gateway.sessions.record import SessionRecord
+from ussd_gateway.core.tasks import cancel_and_wait
 
 
 class _Cell:
@@ -136,10 +137,9 @@ class Funnel:
         """Stop, after adding the counts not yet in Redis (pending timeouts are lost)."""
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            # Bounded: a cancellation lost inside a Redis call or a timeout (Python
-            # 3.11's asyncio.timeout can swallow one) ends the loop at its next turn.
-            await asyncio.wait({self._task}, timeout=2.0)
+            # Bounded: a cancellation lost inside a Redis call's timeout is sent again;
+            # the loop also ends at its next turn.
+            await cancel_and_wait(self._task)
             self._task = None
         try:
             await self.flush()

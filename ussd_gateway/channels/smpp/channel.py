@@ -36,6 +36,7 @@ from ussd_gateway.channels.smpp.encoding import Concat, parse_udh, payload_sms, 
 from ussd_gateway.channels.smpp.mo import DUPLICATE_PART, MoMessage, Reassembler
 from ussd_gateway.channels.smpp.link import LinkUnavailable, SmppLink, SubmitUnconfirmed
 from ussd_gateway.channels.smpp.metrics import SmppMetrics
+from ussd_gateway.core.tasks import cancel_and_wait
 
 ESM_MESSAGE_TYPE = 0x3C
 ESM_DELIVERY_RECEIPT = 0x04
@@ -144,9 +145,7 @@ class SmppChannel:
         if self._drain_task is not None:
             await asyncio.wait([self._drain_task], timeout=timeout / 2)
         await asyncio.gather(*(link.stop(timeout) for link in self.links.values()), return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         for reassembler in self._reassemblers.values():
             reassembler.close()
