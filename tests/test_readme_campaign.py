@@ -51,7 +51,8 @@ def test_the_readme_campaign_commands_work(tmp_path: Path) -> None:
     bin_dir = str(Path(sys.executable).parent) + "/"
 
     def adapt(line: str) -> str:
-        line = line.replace(".venv/bin/", bin_dir).replace("/tmp/", f"{tmp_path}/").replace("6399", str(redis_port))
+        # /tmp/ first: the checkout itself may be under /tmp (a CI clone).
+        line = line.replace("/tmp/", f"{tmp_path}/").replace(".venv/bin/", bin_dir).replace("6399", str(redis_port))
         line = line.replace("--port 8082", f"--port {http_port}")
         line = line.replace("smsc --quiet", f"smsc --quiet --port {smpp_port} --control-port 0")
         return line.replace('password = \\"secret\\"', f'port = {smpp_port}\\npassword = \\"secret\\"').replace(
