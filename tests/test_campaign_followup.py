@@ -5,27 +5,16 @@ within its window, last touch), and its SMS counted per hour of the operator's c
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from helpers import Phone
-from test_campaigns import TEXTS, Rig, make_rig
+from test_campaigns import TEXTS, Rig, rig  # noqa: F401  (rig: the fixture)
 
 from ussd_gateway.campaigns.chart import text_chart
 from ussd_gateway.campaigns.runner import campaign_sms_id
 
 A, B, C, D = "84901234561", "84901234562", "84901234563", "84901234564"
-
-
-@pytest.fixture
-async def rig(aiohttp_client: Any, redis_url: str) -> AsyncIterator[Rig]:
-    made = await make_rig(aiohttp_client, redis_url)
-    try:
-        yield made
-    finally:
-        await made.client.close()
-        await made.smsc.stop()
 
 
 async def sent_campaign(rig: Rig, name: str, numbers: list[str], **spec: Any) -> str:

@@ -145,20 +145,26 @@ def _run_over_smpp(control: str, *, msisdn: str, code: str, read: Callable[[str]
     base = control if control.startswith("http") else f"http://{control}"
     try:
         started = post_json(base, {"msisdn": msisdn, "code": code, "timeout": 5}, path="/ussd/start")
-        dialogue = started["dialogue_id"]
-
-        def answer(text: str) -> tuple[str, bool]:
-            screen = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")["screen"]
-            return screen["text"], screen["end"]
-
-        def hang_up() -> None:
-            post_json(base, {}, path=f"/ussd/{dialogue}/abort")
-
-        first = started["screen"]
-        return _converse((first["text"], first["end"]), answer, hang_up, read=read, out=out, recorder=recorder)
+        return _converse_through_control(base, started, read=read, out=out, recorder=recorder)
     except SimError as error:
         print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
         return 1
+
+
+def _converse_through_control(base: str, opened: dict[str, Any], *, read: Callable[[str], str], out: TextIO, recorder: Any) -> int:
+    """Converse over the simulator's control API in the dialogue `opened` (its
+    `dialogue_id` and first `screen`), dialled or pushed."""
+    dialogue = opened["dialogue_id"]
+
+    def answer(text: str) -> tuple[str, bool]:
+        screen = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")["screen"]
+        return screen["text"], screen["end"]
+
+    def hang_up() -> None:
+        post_json(base, {}, path=f"/ussd/{dialogue}/abort")
+
+    first = opened["screen"]
+    return _converse((first["text"], first["end"]), answer, hang_up, read=read, out=out, recorder=recorder)
 
 
 def _wait_push_over_smpp(control: str, *, msisdn: str, wait_s: float, read: Callable[[str], str], out: TextIO, recorder: Any = None) -> int:
@@ -178,19 +184,9 @@ def _wait_push_over_smpp(control: str, *, msisdn: str, wait_s: float, read: Call
             pushed = get_json(f"{base}/ussd/push?{query}", timeout=min(left, 30) + 5)
             if pushed is not None:
                 break
-        dialogue = pushed["dialogue_id"]
-
-        def answer(text: str) -> tuple[str, bool]:
-            screen = post_json(base, {"text": text, "timeout": 5}, path=f"/ussd/{dialogue}/answer")["screen"]
-            return screen["text"], screen["end"]
-
-        def hang_up() -> None:
-            post_json(base, {}, path=f"/ussd/{dialogue}/abort")
-
-        first = pushed["screen"]
-        status = _converse((first["text"], first["end"]), answer, hang_up, read=read, out=out, recorder=recorder)
-        if first["end"]:
-            post_json(base, {}, path=f"/ussd/{dialogue}/confirm")
+        status = _converse_through_control(base, pushed, read=read, out=out, recorder=recorder)
+        if pushed["screen"]["end"]:
+            post_json(base, {}, path=f"/ussd/{pushed['dialogue_id']}/confirm")
         return status
     except SimError as error:
         print(f"sim: {error} (is `ussd-gateway smsc` running, and the server bound to it?)", file=sys.stderr)
